@@ -1,0 +1,343 @@
+"""The fetcher: everything that talks to upstream registries and fills the cache.
+
+Single flight: concurrent requests for the same uncached manifest or blob share one upstream
+GET. Within a process they join the in-flight task; across replicas a lease per digest
+decides the leader and the others wait for its completion notice, then read storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dproxy_fetcher.errors import from_upstream_error, from_upstream_status
+from dproxy_fetcher.fill import BlobFill
+from dproxy_fetcher.upstream import UpstreamClient, UpstreamError
+from dproxy_shared import cache_lookup
+from dproxy_shared.coordination import Lease
+from dproxy_shared.fetching import BlobResult, ManifestResult
+from dproxy_shared.metrics import COALESCED, STALE_SERVES
+from dproxy_shared.oci import media_types
+from dproxy_shared.oci.digest import Digest
+from dproxy_shared.oci.errors import ErrorCode, RegistryError
+from dproxy_shared.oci.reference import ImageName, Reference
+from dproxy_shared.repositories import cache
+from dproxy_shared.runtime import Runtime
+from dproxy_shared.storage.base import put_bytes
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    body: bytes
+    digest: str
+    media_type: str
+
+
+class _ManifestFlight:
+    def __init__(self) -> None:
+        self.group_ids: set[int] = set()
+        self.task: asyncio.Task[_Fetched] | None = None
+
+
+class FetcherService:
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient) -> None:
+        self._runtime = runtime
+        self._upstream = upstream
+        self._blob_fills: dict[str, asyncio.Task[BlobFill | None]] = {}
+        self._manifest_flights: dict[str, _ManifestFlight] = {}
+        # Strong references: the event loop only keeps weak ones to tasks.
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- manifests ---------------------------------------------------------------------
+
+    async def manifest(
+        self, *, group_id: int, name: ImageName, reference: Reference, head: bool, token: str
+    ) -> ManifestResult:
+        repository = name.upstream_repository
+        cached = await cache_lookup.find_manifest(
+            self._runtime, group_id=group_id, repository=repository, reference=reference
+        )
+        if cached is not None and cached.fresh:
+            return cached.result(head=head)
+        if cached is not None:
+            return await self._revalidate(group_id, repository, reference, cached, head)
+        if head:
+            return await self._head_manifest(repository, reference)
+        fetched = await self._fetch_manifest(group_id, repository, reference)
+        return ManifestResult(fetched.digest, fetched.media_type, len(fetched.body), fetched.body)
+
+    async def _revalidate(
+        self,
+        group_id: int,
+        repository: str,
+        reference: Reference,
+        cached: cache_lookup.CachedManifest,
+        head: bool,
+    ) -> ManifestResult:
+        """HEAD upstream (free on Docker Hub's rate limit); GET only when the tag moved."""
+        what = f"{repository}:{reference}"
+        try:
+            response = await self._upstream.send(
+                "HEAD",
+                repository,
+                f"manifests/{reference}",
+                headers={"Accept": media_types.UPSTREAM_ACCEPT},
+            )
+        except UpstreamError as exc:
+            STALE_SERVES.labels(exc.kind).inc()
+            log.info("serving %s stale: %s", what, exc)
+            return cached.result(head=head, stale=True)
+        if response.status_code != 200:
+            STALE_SERVES.labels(str(response.status_code)).inc()
+            log.info("serving %s stale: upstream HEAD answered %s", what, response.status_code)
+            return cached.result(head=head, stale=True)
+        upstream_digest = response.headers.get("docker-content-digest")
+        upstream_type = media_types.normalize(response.headers.get("content-type"))
+        if upstream_digest == cached.row.digest and upstream_type == cached.row.content_type:
+            async with self._runtime.session() as session:
+                assert cached.row.id is not None
+                await cache.touch_manifest(session, cached.row.id, validated=True)
+            return cached.result(head=head)
+        fetched = await self._fetch_manifest(group_id, repository, reference)
+        return ManifestResult(
+            fetched.digest, fetched.media_type, len(fetched.body), None if head else fetched.body
+        )
+
+    async def _head_manifest(self, repository: str, reference: Reference) -> ManifestResult:
+        what = f"manifest {repository}:{reference}"
+        try:
+            response = await self._upstream.send(
+                "HEAD",
+                repository,
+                f"manifests/{reference}",
+                headers={"Accept": media_types.UPSTREAM_ACCEPT},
+            )
+        except UpstreamError as exc:
+            raise from_upstream_error(exc, what) from exc
+        if response.status_code != 200:
+            raise from_upstream_status(response, what, ErrorCode.MANIFEST_UNKNOWN)
+        digest = response.headers.get("docker-content-digest")
+        media_type = media_types.normalize(response.headers.get("content-type"))
+        length = response.headers.get("content-length")
+        if not digest or not media_type or not (length or "").isdigit():
+            # Without these a HEAD cannot be answered faithfully; fetch the manifest instead.
+            raise RegistryError(ErrorCode.BAD_GATEWAY, f"upstream HEAD of {what} was incomplete")
+        return ManifestResult(str(Digest.parse(digest)), media_type, int(length or 0), None)
+
+    async def _fetch_manifest(
+        self, group_id: int, repository: str, reference: Reference
+    ) -> _Fetched:
+        key = f"{self._upstream.host}/{repository}@{reference}"
+        flight = self._manifest_flights.get(key)
+        if flight is None:
+            flight = _ManifestFlight()
+            self._manifest_flights[key] = flight
+            flight.task = asyncio.create_task(
+                self._manifest_flight(key, flight, repository, reference)
+            )
+            self._keep(flight.task)
+        else:
+            COALESCED.labels("manifest").inc()
+        flight.group_ids.add(group_id)
+        assert flight.task is not None
+        # Shielded: a client that leaves must not cancel the fetch the others are waiting on.
+        return await asyncio.shield(flight.task)
+
+    async def _manifest_flight(
+        self, key: str, flight: _ManifestFlight, repository: str, reference: Reference
+    ) -> _Fetched:
+        try:
+            fetched = await self._download_manifest(repository, reference)
+            await put_bytes(self._runtime.store, fetched.body, Digest.parse(fetched.digest))
+            async with self._runtime.session() as session:
+                for group_id in flight.group_ids:
+                    await cache.save_manifest(
+                        session,
+                        group_id=group_id,
+                        image_name=repository,
+                        file_name=str(reference),
+                        digest=fetched.digest,
+                        content_type=fetched.media_type,
+                        size=len(fetched.body),
+                    )
+            return fetched
+        finally:
+            self._manifest_flights.pop(key, None)
+
+    async def _download_manifest(self, repository: str, reference: Reference) -> _Fetched:
+        what = f"manifest {repository}:{reference}"
+        limit = self._runtime.settings.manifest_max_bytes
+        try:
+            response = await self._upstream.send(
+                "GET",
+                repository,
+                f"manifests/{reference}",
+                headers={"Accept": media_types.UPSTREAM_ACCEPT},
+                stream=True,
+            )
+            try:
+                if response.status_code != 200:
+                    raise from_upstream_status(response, what, ErrorCode.MANIFEST_UNKNOWN)
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > limit:
+                        raise RegistryError(
+                            ErrorCode.MANIFEST_INVALID, f"{what} is larger than {limit} bytes"
+                        )
+            finally:
+                await response.aclose()
+        except UpstreamError as exc:
+            raise from_upstream_error(exc, what) from exc
+        data = bytes(body)
+        algorithm = reference.digest.algorithm if reference.digest else "sha256"
+        actual = Digest.of(data, algorithm)
+        claimed = response.headers.get("docker-content-digest")
+        expected = reference.digest or (Digest.parse(claimed) if claimed else actual)
+        if actual != expected:
+            raise RegistryError(
+                ErrorCode.BAD_GATEWAY,
+                f"upstream sent {what} with digest {actual}, expected {expected}; not cached",
+            )
+        media_type = media_types.normalize(response.headers.get("content-type"))
+        if media_type not in media_types.MANIFEST_TYPES:
+            media_type = media_types.sniff(data) or media_type
+        if not media_type:
+            raise RegistryError(ErrorCode.BAD_GATEWAY, f"upstream sent {what} without a type")
+        return _Fetched(data, str(actual), media_type)
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    async def blob(
+        self, *, group_id: int, name: ImageName, digest: Digest, head: bool, token: str
+    ) -> BlobResult:
+        key = str(digest)
+        if not head and (opening := self._blob_fills.get(key)) is not None:
+            COALESCED.labels("blob").inc()
+            return await self._follow(opening, group_id, digest)
+        size = await cache_lookup.find_blob(self._runtime, group_id=group_id, digest=digest)
+        if size is not None:
+            return BlobResult(key, size, None if head else self._runtime.store.read(digest))
+        if head:
+            return await self._head_blob(name.upstream_repository, digest)
+        opening = self._blob_fills.get(key)
+        if opening is None:
+            # The upstream request runs in its own task: if this client leaves while it
+            # connects, the followers that joined meanwhile still get their blob.
+            opening = asyncio.create_task(self._open_fill(name.upstream_repository, digest))
+            self._blob_fills[key] = opening
+            self._keep(opening)
+        else:
+            COALESCED.labels("blob").inc()
+        return await self._follow(opening, group_id, digest)
+
+    async def _follow(
+        self, opening: asyncio.Task[BlobFill | None], group_id: int, digest: Digest
+    ) -> BlobResult:
+        fill = await asyncio.shield(opening)
+        if fill is None:  # another replica filled it: read storage
+            size = await cache_lookup.find_blob(self._runtime, group_id=group_id, digest=digest)
+            if size is None:
+                raise RegistryError(ErrorCode.BAD_GATEWAY, f"blob {digest}: the fetch failed")
+            return BlobResult(str(digest), size, self._runtime.store.read(digest))
+        fill.group_ids.add(group_id)
+        return BlobResult(str(digest), fill.size, fill.stream())
+
+    async def _head_blob(self, repository: str, digest: Digest) -> BlobResult:
+        what = f"blob {digest}"
+        try:
+            response = await self._upstream.send("HEAD", repository, f"blobs/{digest}")
+        except UpstreamError as exc:
+            raise from_upstream_error(exc, what) from exc
+        if response.status_code != 200:
+            raise from_upstream_status(response, what, ErrorCode.BLOB_UNKNOWN)
+        length = response.headers.get("content-length", "")
+        return BlobResult(str(digest), int(length) if length.isdigit() else None, None)
+
+    async def _open_fill(self, repository: str, digest: Digest) -> BlobFill | None:
+        """Become the one downloader of `digest` (or learn that another replica did it)."""
+        key = str(digest)
+        try:
+            lease = await self._acquire_fill_lease(digest)
+            if lease is None:
+                self._blob_fills.pop(key, None)
+                return None
+            try:
+                fill = await self._request_blob(repository, digest)
+            except BaseException:
+                await lease.release()
+                raise
+        except BaseException:
+            self._blob_fills.pop(key, None)
+            raise
+        self._keep(asyncio.create_task(self._run_fill(fill, lease)))
+        return fill
+
+    async def _acquire_fill_lease(self, digest: Digest) -> Lease | None:
+        """A lease on the digest, or None once another replica has stored it.
+
+        A leader that crashes stops renewing its lease, so it expires and a waiter takes over.
+        """
+        coordination = self._runtime.coordination
+        deadline = asyncio.get_running_loop().time() + self._runtime.settings.fill_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            lease = await coordination.locks.try_acquire(f"fill:{digest}", LEASE_SECONDS)
+            if lease is not None:
+                if await self._runtime.store.stat(digest) is None:
+                    return lease
+                await lease.release()
+                return None
+            if await self._runtime.store.stat(digest) is not None:
+                return None
+            await coordination.notifier.wait(f"filled:{digest}", timeout=1.0)
+        raise RegistryError(ErrorCode.GATEWAY_TIMEOUT, f"blob {digest}: waited too long")
+
+    async def _request_blob(self, repository: str, digest: Digest) -> BlobFill:
+        what = f"blob {digest}"
+        try:
+            response = await self._upstream.send("GET", repository, f"blobs/{digest}", stream=True)
+        except UpstreamError as exc:
+            raise from_upstream_error(exc, what) from exc
+        try:
+            if response.status_code != 200:
+                raise from_upstream_status(response, what, ErrorCode.BLOB_UNKNOWN)
+            length = response.headers.get("content-length", "")
+            writer = await self._runtime.store.writer()
+        except BaseException:
+            await response.aclose()
+            raise
+        return BlobFill(digest, int(length) if length.isdigit() else None, writer, response)
+
+    async def _run_fill(self, fill: BlobFill, lease: Lease) -> None:
+        async def record(fill: BlobFill) -> None:
+            async with self._runtime.session() as session:
+                for group_id in fill.group_ids:
+                    await cache.save_blob(
+                        session, group_id=group_id, digest=str(fill.digest), size=fill.written
+                    )
+
+        try:
+            await fill.run(
+                lease=lease, timeout=self._runtime.settings.fill_timeout, on_commit=record
+            )
+        finally:
+            self._blob_fills.pop(str(fill.digest), None)
+            await lease.release()
+            await self._runtime.coordination.notifier.publish(
+                f"filled:{fill.digest}", "ok" if fill.succeeded else "failed"
+            )
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

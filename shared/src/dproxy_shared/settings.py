@@ -1,0 +1,73 @@
+"""Configuration: every knob is a `DPROXY_*` environment variable (SPEC §9).
+
+Settings are built by the caller (the CLI, a test) and passed down; nothing reads the
+environment at import time, so tests can build as many differently configured apps as they like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["auth", "registry", "fetcher"]
+DOCKER_HUB = "https://registry-1.docker.io"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DPROXY_", extra="ignore")
+
+    listen: str = Field("127.0.0.1:5000", description="host:port to bind")
+    external_url: str = Field("", description="Base URL clients use; defaults to http://LISTEN")
+    data_dir: Path = Field(Path("data"), description="Embedded default's files")
+    database_url: str = Field("", description="Defaults to SQLite in DATA_DIR")
+    redis_url: str = Field("", description="Empty: in-process cache, locks and notifications")
+    storage_url: str = Field("", description="file:///path or s3://bucket; defaults to DATA_DIR")
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
+    upstream_url: str = DOCKER_HUB
+    upstream_username: str = ""
+    upstream_password: SecretStr = SecretStr("")
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 30.0
+    root_password: SecretStr = SecretStr("")
+    manifest_revalidate_after: float = Field(60.0, ge=0)
+    manifest_max_bytes: int = 4 * 1024 * 1024
+    fill_timeout: float = Field(3600.0, gt=0, description="Upper bound for one blob download")
+    auth_url: str = Field("", description="Split mode: internal base URL of the auth service")
+    fetcher_url: str = Field("", description="Split mode: internal base URL of the fetcher")
+    jwt_key_file: Path | None = Field(None, description="PEM EC P-256 key; generated if missing")
+    jwt_issuer: str = "dproxy"
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.external_url:
+            self.external_url = f"http://{self.listen}"
+        self.external_url = self.external_url.rstrip("/")
+        self.upstream_url = self.upstream_url.rstrip("/")
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'dproxy.db'}"
+        if not self.storage_url:
+            self.storage_url = (self.data_dir / "storage").as_uri()
+        if self.jwt_key_file is None:
+            self.jwt_key_file = self.data_dir / "jwt-signing-key.pem"
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        host, _, _ = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where in-flight downloads live; local even when storage is S3."""
+        return self.data_dir / "spool"

@@ -1,0 +1,204 @@
+"""`dproxy`: run the services and administer users, groups and tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
+from typing import get_args
+
+from dproxy_auth import service
+from dproxy_shared.db import migrate
+from dproxy_shared.models import AccessLevel
+from dproxy_shared.repositories import groups, users
+from dproxy_shared.runtime import Runtime
+from dproxy_shared.settings import ServiceName, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, Settings())
+    except (service.ValidationFailed, service.Conflict, LookupError) as exc:
+        print(f"dproxy: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dproxy", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run dproxy (all services, or one)")
+    serve.add_argument("--service", choices=get_args(ServiceName), help="run only this service")
+    serve.set_defaults(handler=_serve)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
+
+    tokens = commands.add_parser("tokens", help="personal access tokens").add_subparsers()
+    create = tokens.add_parser("create", help="create a token; prints only the token")
+    create.add_argument("--user", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", required=True, dest="scopes")
+    create.add_argument("--expires-at", type=date.fromisoformat)
+    create.set_defaults(handler=_run(_create_token))
+
+    user_commands = commands.add_parser("users", help="users").add_subparsers()
+    create = user_commands.add_parser("create", help="create a user")
+    create.add_argument("--username", required=True)
+    create.add_argument("--password")
+    create.add_argument("--name", default="")
+    create.add_argument("--email")
+    create.add_argument("--admin", action="store_true")
+    create.set_defaults(handler=_run(_create_user))
+    user_commands.add_parser("list", help="list users").set_defaults(handler=_run(_list_users))
+
+    group_commands = commands.add_parser("groups", help="groups").add_subparsers()
+    create = group_commands.add_parser("create", help="create a group or subgroup")
+    create.add_argument("--path", required=True, help="full path, e.g. top/sub")
+    create.add_argument("--name", default="")
+    create.set_defaults(handler=_run(_create_group))
+    group_commands.add_parser("list", help="list groups").set_defaults(handler=_run(_list_groups))
+    member = group_commands.add_parser("add-member", help="add or change a membership")
+    member.add_argument("--group", required=True, help="full path")
+    member.add_argument("--user", required=True)
+    member.add_argument(
+        "--access-level",
+        required=True,
+        type=_access_level,
+        help="guest, reporter, developer, maintainer, owner (or 10..50)",
+    )
+    member.set_defaults(handler=_run(_add_member))
+    return parser
+
+
+def _access_level(value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(AccessLevel[value.upper()])
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(f"unknown access level {value!r}") from exc
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from dproxy.app import ALL_SERVICES, configure_logging, create_app
+
+    configure_logging(settings.log_level)
+    services = frozenset({args.service}) if args.service else ALL_SERVICES
+    if args.service is None:
+        # The embedded default manages its own SQLite schema; split deployments run
+        # `dproxy migrate` once, as a job, before the services start.
+        migrate(settings.database_url)
+    app = create_app(settings, services)
+    uvicorn.run(
+        app,
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings.database_url)
+    print("dproxy: database is up to date", file=sys.stderr)
+    return 0
+
+
+Command = Callable[[argparse.Namespace, Runtime], Awaitable[int]]
+
+
+def _run(command: Command) -> Callable[[argparse.Namespace, Settings], int]:
+    """Run an administrative command against the configured database."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        async def body() -> int:
+            runtime = Runtime.open(settings)
+            try:
+                await service.ensure_root(runtime)
+                return await command(args, runtime)
+            finally:
+                await runtime.close()
+
+        if settings.database_url.startswith("sqlite"):
+            migrate(settings.database_url)
+        return asyncio.run(body())
+
+    return handler
+
+
+async def _create_token(args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        user = await users.get_by_username(session, args.user)
+        if user is None:
+            raise LookupError(f"no user {args.user!r}")
+        _token, secret = await service.create_personal_access_token(
+            session, user=user, name=args.name, scopes=args.scopes, expires_at=args.expires_at
+        )
+    print(secret)
+    return 0
+
+
+async def _create_user(args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        user = await service.create_user(
+            session,
+            username=args.username,
+            password=args.password,
+            name=args.name,
+            email=args.email,
+            admin=args.admin,
+        )
+    print(user.id)
+    return 0
+
+
+async def _list_users(_args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        for user in await users.list_all(session):
+            print(f"{user.id}\t{user.username}\t{'admin' if user.admin else ''}\t{user.state}")
+    return 0
+
+
+async def _create_group(args: argparse.Namespace, runtime: Runtime) -> int:
+    parent_path, _, path = args.path.strip("/").rpartition("/")
+    async with runtime.session() as session:
+        parent = await groups.get_by_full_path(session, parent_path) if parent_path else None
+        if parent_path and parent is None:
+            raise LookupError(f"no group {parent_path!r}")
+        group = await service.create_group(session, name=args.name, path=path, parent=parent)
+    print(group.id)
+    return 0
+
+
+async def _list_groups(_args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        for group in await groups.list_all(session):
+            print(f"{group.id}\t{group.full_path}")
+    return 0
+
+
+async def _add_member(args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        group = await groups.get_by_full_path(session, args.group)
+        user = await users.get_by_username(session, args.user)
+        if group is None or user is None:
+            raise LookupError(
+                f"no group {args.group!r}" if group is None else f"no user {args.user!r}"
+            )
+        await service.add_member(session, group=group, user=user, access_level=args.access_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
