@@ -49,6 +49,8 @@ class DproxyServer:
             **(env or {}),
         }
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.user_ids: dict[str, int] = {}
+        self.group_ids: dict[str, int] = {}
         self.logs = data_dir / "logs"
 
     # -- processes ------------------------------------------------------------------------
@@ -62,7 +64,15 @@ class DproxyServer:
         ports = {name: free_port() for name in ("auth", "fetcher")}
         auth_url = f"http://127.0.0.1:{ports['auth']}"
         fetcher_url = f"http://127.0.0.1:{ports['fetcher']}"
-        common = {**self.env, "DPROXY_AUTH_URL": auth_url, "DPROXY_FETCHER_URL": fetcher_url}
+        # Production puts one ingress in front (`/v2` → registry, `/jwt` → auth). Here the
+        # token realm simply points at the auth service's own port, as Docker Hub's realm
+        # points at another host.
+        common = {
+            **self.env,
+            "DPROXY_AUTH_URL": auth_url,
+            "DPROXY_FETCHER_URL": fetcher_url,
+            "DPROXY_EXTERNAL_URL": auth_url,
+        }
         self._spawn(
             "auth",
             ["serve", "--service", "auth"],
@@ -130,14 +140,48 @@ class DproxyServer:
             raise RuntimeError(f"dproxy {' '.join(args)} failed: {result.stderr}")
         return result.stdout.strip()
 
-    def add_user(self, username: str, password: str) -> None:
-        self.cli("users", "create", "--username", username, "--password", password)
+    # Setup goes through the management API (one CLI call for root's token): a CLI call
+    # per step would cost a Python start-up each.
 
-    def add_group(self, path: str) -> None:
-        self.cli("groups", "create", "--path", path)
+    _root_token: str = ""
 
-    def add_member(self, group: str, user: str, level: str = "guest") -> None:
-        self.cli("groups", "add-member", "--group", group, "--user", user, "--access-level", level)
+    def api(self, method: str, path: str, body: Mapping[str, object] | None = None) -> object:
+        if not self._root_token:
+            self._root_token = self.cli(
+                "tokens", "create", "--user", "root", "--name", "tests", "--scope", "api"
+            )
+        base = self.auth_url or self.url
+        request = urllib.request.Request(
+            f"{base}/api/v4{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"PRIVATE-TOKEN": self._root_token, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def add_user(self, username: str, password: str) -> int:
+        user = self.api("POST", "/users", {"username": username, "password": password})
+        assert isinstance(user, dict)
+        self.user_ids[username] = int(user["id"])
+        return self.user_ids[username]
+
+    def add_group(self, path: str) -> int:
+        parent_path, _, name = path.rpartition("/")
+        body: dict[str, object] = {"name": name, "path": name}
+        if parent_path:
+            body["parent_id"] = self.group_ids[parent_path]
+        group = self.api("POST", "/groups", body)
+        assert isinstance(group, dict)
+        self.group_ids[path] = int(group["id"])
+        return self.group_ids[path]
+
+    def add_member(self, group: str, user: str, level: int = 10) -> None:
+        self.api(
+            "POST",
+            f"/groups/{self.group_ids[group]}/members",
+            {"user_id": self.user_ids[user], "access_level": level},
+        )
 
     def image(self, group: str, image: str) -> str:
         """The `host:port/...` reference prefix skopeo pulls, e.g. for `grp` and `alpine:1`."""

@@ -1,0 +1,1 @@
+"""Benchmarks for dproxy (see bench/README.md)."""
