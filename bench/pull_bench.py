@@ -90,6 +90,18 @@ def proc_memory(pid: int | None) -> dict[str, int | None]:
     return out
 
 
+def proc_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time a live process has used so far, in seconds."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields[0] is field 3 (state) of proc(5): utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---------------------------------------------------------------------- the two proxies
 class Proxy:
     """A pull-through cache under test that can be reset to a fresh process and cache."""
@@ -447,9 +459,12 @@ class Bench:
             ref, creds = proxy.ref(), proxy.creds
         else:
             ref, creds = f"{self.upstream.address}/{REPOSITORY}:{TAG}", None
+        pid = proxy.pid() if proxy is not None else None
+        cpu_before = proc_cpu_seconds(pid)
         mark = self.upstream.mark()
         result = pull_batch(ref, creds, n, f"{name}-{phase}-{run}", self.spec)
         settled_s, quiet = wait_quiet(self.upstream, self.settle, self.settle_timeout)
+        cpu_after = proc_cpu_seconds(pid)
         entries = self.upstream.requests(since=mark, settle=0)
         sample: dict[str, Any] = {
             "proxy": name,
@@ -464,7 +479,12 @@ class Bench:
         }
         if proxy is not None:
             sample["generation"] = proxy.generation
-            sample.update(proc_memory(proxy.pid()))
+            sample["proxy_cpu_s"] = (
+                round(cpu_after - cpu_before, 2)
+                if cpu_before is not None and cpu_after is not None
+                else None
+            )
+            sample.update(proc_memory(pid))
         up = sample["upstream"]
         log(
             f"  {name:<12} {phase:<9} n={n} wall={result['wall_s']:.2f}s "
@@ -472,6 +492,7 @@ class Bench:
             f"(max {up['max_gets_one_blob']}/blob, {up['blob_get_bytes'] / 1e6:.0f} MB) "
             f"blob HEADs={up['blob_head']} manifest GET/HEAD={up['manifest_get']}/"
             f"{up['manifest_head']} non-2xx={up['non_2xx']}"
+            + (f" cpu={sample['proxy_cpu_s']}s" if sample.get("proxy_cpu_s") is not None else "")
             + (f" vmhwm={sample['vmhwm_kib'] / 1024:.0f}MiB" if sample.get("vmhwm_kib") else "")
             + ("" if quiet else " UPSTREAM STILL BUSY")
         )
@@ -487,11 +508,13 @@ class Bench:
             for proxy in proxies:
                 for phases in (("cold", "warm"), ("conc_cold", "conc_warm")):
                     ready_s = proxy.reset()
+                    ready_hwm = proc_memory(proxy.pid())["vmhwm_kib"]
                     log(f"  {proxy.name:<12} reset: ready in {ready_s:.2f}s ({proxy.ref()})")
                     self.upstream.wait_quiet(0.2)
                     for phase in phases:
                         sample = self.phase(proxy, phase, run)
                         sample["ready_s"] = round(ready_s, 3)
+                        sample["ready_vmhwm_kib"] = ready_hwm
                         samples.append(sample)
             samples.append(self.phase(None, "direct", run))
         for proxy in proxies:
@@ -521,6 +544,11 @@ def _count(samples: Sequence[dict[str, Any]], key: str) -> str:
     return text if min(values) == max(values) else f"{text} ({min(values)}..{max(values)})"
 
 
+def _cpu(samples: Sequence[dict[str, Any]]) -> str:
+    values = [s["proxy_cpu_s"] for s in samples if s.get("proxy_cpu_s") is not None]
+    return f"{statistics.median(values):.2f}" if values else "n/a"
+
+
 def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
@@ -539,6 +567,9 @@ def summarize(samples: Sequence[dict[str, Any]], proxies: Sequence[str]) -> dict
                     [p["seconds"] for s in picked for p in s["pulls"] if not p["error"]]
                 ),
                 "failed_pulls": sum(s["failed"] for s in picked),
+                "proxy_cpu_s_median": _median(
+                    [s["proxy_cpu_s"] for s in picked if s.get("proxy_cpu_s") is not None]
+                ),
                 **{
                     f"upstream_{key}_median": statistics.median(
                         [s["upstream"][key] for s in picked]
@@ -557,6 +588,12 @@ def summarize(samples: Sequence[dict[str, Any]], proxies: Sequence[str]) -> dict
     for proxy in proxies:
         hwm = [s["vmhwm_kib"] for s in samples if s["proxy"] == proxy and s.get("vmhwm_kib")]
         summary[f"{proxy}/peak_rss_kib"] = max(hwm) if hwm else None
+        ready = [
+            s["ready_vmhwm_kib"]
+            for s in samples
+            if s["proxy"] == proxy and s.get("ready_vmhwm_kib") and s["phase"] in PHASES[::2]
+        ]
+        summary[f"{proxy}/ready_rss_kib_median"] = statistics.median(ready) if ready else None
     return summary
 
 
@@ -568,12 +605,14 @@ def markdown(
         f"Image: {meta['image_bytes'] / 1e6:.1f} MB in {meta['layers']} layers + config "
         f"({meta['layers_mb']} MiB payload, OCI), skopeo copy to /dev/shm; "
         f"runs={meta['runs']}, concurrency={meta['concurrency']}, {meta['cpus']} CPUs. "
-        "Walls are medians; counts are medians (min..max when the runs differ).",
+        "Walls and proxy CPU seconds (user+system, pulls plus settle) are medians; "
+        "upstream counts are medians (min..max when the runs differ).",
         "",
         f"| phase | pulls | {a} wall | {b} wall | {a} / {b} | upstream blob GETs ({a} / {b}) "
         f"| max GETs of one blob ({a} / {b}) | upstream manifest GETs ({a} / {b}) "
-        f"| upstream manifest HEADs ({a} / {b}) | failed pulls ({a} / {b}) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| upstream manifest HEADs ({a} / {b}) | proxy CPU s ({a} / {b}) "
+        f"| failed pulls ({a} / {b}) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for phase in PHASES:
         sa, sb = _pick(samples, a, phase), _pick(samples, b, phase)
@@ -590,15 +629,19 @@ def markdown(
             f"| {_count(sa, 'max_gets_one_blob')} / {_count(sb, 'max_gets_one_blob')} "
             f"| {_count(sa, 'manifest_get')} / {_count(sb, 'manifest_get')} "
             f"| {_count(sa, 'manifest_head')} / {_count(sb, 'manifest_head')} "
-            f"| {fa} / {fb} |"
+            f"| {_cpu(sa)} / {_cpu(sb)} | {fa} / {fb} |"
         )
     lines.append("")
-    rss = [summary.get(f"{p}/peak_rss_kib") for p in (a, b)]
+
+    def mib(kib: float | None) -> str:
+        return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
+
     lines.append(
         "Peak RSS (VmHWM, largest over all processes of each proxy): "
         + ", ".join(
-            f"{p} {'n/a' if kib is None else f'{kib / 1024:.1f} MiB'}"
-            for p, kib in zip((a, b), rss, strict=True)
+            f"{p} {mib(summary.get(f'{p}/peak_rss_kib'))} "
+            f"(right after start: {mib(summary.get(f'{p}/ready_rss_kib_median'))})"
+            for p in (a, b)
         )
     )
     direct = _pick(samples, "upstream", "direct")

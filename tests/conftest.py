@@ -77,3 +77,13 @@ def dproxy(tmp_path: Path, upstream: UpstreamRegistry) -> Iterator[DproxyServer]
     upstream.reset_log()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_dproxy(
+    tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamRegistry
+) -> Iterator[DproxyServer]:
+    """One dproxy for a module whose tests do not depend on a cold cache."""
+    server = start_dproxy(tmp_path_factory.mktemp("dproxy"), upstream.url)
+    yield server
+    server.stop()

@@ -125,7 +125,9 @@ def _run(command: Command) -> Callable[[argparse.Namespace, Settings], int]:
         async def body() -> int:
             runtime = Runtime.open(settings)
             try:
-                await service.ensure_root(runtime)
+                password = await service.ensure_root(runtime)
+                if password:
+                    print(f"dproxy: created user root with password: {password}", file=sys.stderr)
                 return await command(args, runtime)
             finally:
                 await runtime.close()

@@ -122,7 +122,8 @@ class UpstreamClient:
             if challenge is not None:
                 self._challenge = challenge
                 await response.aclose()
-                await self._tokens.delete(self._token_key(scope))
+                if auth is not None:  # upstream refused our token: do not reuse it
+                    await self._tokens.delete(self._token_key(scope))
                 auth = await self._authorization(scope)
                 response = await self._send(method, url, headers, auth, stream)
         return response

@@ -22,7 +22,6 @@ from dproxy_shared.runtime import Runtime
 
 router = APIRouter(prefix="/v2", include_in_schema=False)
 
-_ENCODED_TRICKS = (b"%2f", b"%2e", b"%5c", b"%00")
 STALE_WARNING = '110 - "Response is Stale"'
 
 
@@ -46,8 +45,8 @@ async def pull(
     path: str,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
-    raw_path = request.scope.get("raw_path", b"").lower()
-    if any(trick in raw_path for trick in _ENCODED_TRICKS):
+    # No valid name, tag or digest contains `%`: any escape (`%2F`, `%2e`, `%0a`…) is a trick.
+    if b"%" in request.scope.get("raw_path", b""):
         raise RegistryError(ErrorCode.NAME_INVALID, "encoded characters are not allowed in names")
     target = parse_registry_path(path)
     runtime = _runtime(request)

@@ -10,7 +10,7 @@ from typing import Protocol
 from dproxy_shared.oci.errors import ErrorCode, RegistryError
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+_DIGEST = re.compile(r"(sha256|sha512):([a-f0-9]+)")
 
 
 class Hasher(Protocol):
@@ -28,7 +28,7 @@ class Digest:
 
     @classmethod
     def parse(cls, value: str) -> Digest:
-        match = _DIGEST.match(value)
+        match = _DIGEST.fullmatch(value)
         if not match or len(match.group(2)) != _HEX_LENGTH[match.group(1)]:
             raise RegistryError(ErrorCode.DIGEST_INVALID, f"invalid digest {value[:160]!r}")
         return cls(match.group(1), match.group(2))

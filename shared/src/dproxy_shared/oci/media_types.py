@@ -60,5 +60,6 @@ def accepted_by(media_type: str, accept_header: str | None) -> bool:
     accepted = {normalize(part) for part in accept_header.split(",")}
     if "*/*" in accepted or media_type in accepted:
         return True
-    # Old Docker clients list only schema2 but still follow OCI indexes they are handed.
+    # A client that names no manifest type at all (only `application/json`, say) gets the
+    # manifest; one that names some, but not this one, gets the 404 upstream would give.
     return not accepted & set(MANIFEST_TYPES)

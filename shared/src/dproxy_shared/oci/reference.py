@@ -20,10 +20,10 @@ PROXY_INFIX = "dependency_proxy/containers"
 MAX_IMAGE_SEGMENTS = 5
 
 # OCI distribution-spec name component.
-_IMAGE_SEGMENT = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
+_IMAGE_SEGMENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 # GitLab namespace path: letters, digits, `_`, `-`, `.`; not starting with `-` or `.`.
-_GROUP_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
+_GROUP_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 # Characters that never belong in a decoded path: their presence means an encoded trick.
 _FORBIDDEN = re.compile(r"[\\%\x00-\x20\x7f]")
 
@@ -31,7 +31,7 @@ Kind = Literal["manifests", "blobs"]
 
 
 def group_segment_valid(segment: str) -> bool:
-    return bool(_GROUP_SEGMENT.match(segment)) and ".." not in segment
+    return bool(_GROUP_SEGMENT.fullmatch(segment)) and ".." not in segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class ImageName:
             _FORBIDDEN.search(name)
             or not all(group_segment_valid(s) for s in group_segments)
             or not 1 <= len(image_segments) <= MAX_IMAGE_SEGMENTS
-            or not all(_IMAGE_SEGMENT.match(s) for s in image_segments)
+            or not all(_IMAGE_SEGMENT.fullmatch(s) for s in image_segments)
         ):
             raise RegistryError(
                 ErrorCode.NAME_INVALID, "invalid repository name", detail={"name": name[:255]}
@@ -89,7 +89,7 @@ class Reference:
     def parse(cls, value: str) -> Reference:
         if Digest.is_digest(value):
             return cls(digest=Digest.parse(value))
-        if not _TAG.match(value):
+        if not _TAG.fullmatch(value):
             # 404 rather than 400: the OCI conformance suite expects an unknown manifest.
             raise RegistryError(
                 ErrorCode.MANIFEST_UNKNOWN, "invalid tag", detail={"tag": value[:160]}
@@ -123,7 +123,7 @@ def _split(path: str) -> tuple[str, Kind, str]:
     )
 
 
-_SCOPE = re.compile(r"^repository:([^:]+):([a-z*,]+)$")
+_SCOPE = re.compile(r"repository:([^:]+):([a-z*,]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,7 @@ class Scope:
 
     @classmethod
     def parse(cls, value: str) -> Scope | None:
-        match = _SCOPE.match(value)
+        match = _SCOPE.fullmatch(value)
         if not match:
             return None
         return cls(match.group(1), tuple(a for a in match.group(2).split(",") if a))
