@@ -16,6 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from dproxy_auth import errors as auth_errors
+from dproxy_auth.passwords import PasswordVerifier
 from dproxy_auth.routes import api as auth_api
 from dproxy_auth.routes import jwt as auth_jwt
 from dproxy_auth.service import ensure_root
@@ -55,6 +56,7 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
             if "auth" in services:
                 signing_key = SigningKey.load_or_create(_key_file(settings))
                 app.state.signing_key = signing_key
+                app.state.password_verifier = PasswordVerifier()
                 password = await ensure_root(runtime)
                 if password:
                     # Printed once, on the first start; nothing stores it in clear.

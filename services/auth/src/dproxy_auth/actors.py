@@ -7,7 +7,7 @@ from datetime import date
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dproxy_auth import passwords
+from dproxy_auth.passwords import PasswordVerifier
 from dproxy_auth.tokens import PERSONAL_ACCESS_TOKEN_PREFIX, REGISTRY_PULL_SCOPES
 from dproxy_shared.models import PersonalAccessToken, User
 from dproxy_shared.repositories import users
@@ -27,7 +27,12 @@ class Actor:
 
 
 async def from_password_or_token(
-    session: AsyncSession, username: str, secret: str, *, registry: bool
+    session: AsyncSession,
+    username: str,
+    secret: str,
+    *,
+    registry: bool,
+    passwords: PasswordVerifier,
 ) -> Actor | None:
     """Basic credentials: a personal access token (any username, as GitLab) or a password."""
     if secret.startswith(PERSONAL_ACCESS_TOKEN_PREFIX):
@@ -39,7 +44,7 @@ async def from_password_or_token(
             return None
     user = await users.get_by_username(session, username)
     # Verified even for unknown users, so timing does not tell which usernames exist.
-    valid = await passwords.verify_password(user.password_hash if user else None, secret)
+    valid = await passwords.verify(user.password_hash if user else None, secret)
     if user is None or not valid or user.state != "active" or user.bot:
         return None
     return Actor(user)

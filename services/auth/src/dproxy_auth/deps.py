@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from dproxy_auth import actors
 from dproxy_auth.actors import Actor
 from dproxy_auth.errors import ApiError
+from dproxy_auth.passwords import PasswordVerifier
 from dproxy_shared.jwt_tokens import SigningKey
 from dproxy_shared.runtime import Runtime
 
@@ -18,6 +19,11 @@ from dproxy_shared.runtime import Runtime
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def get_password_verifier(request: Request) -> PasswordVerifier:
+    verifier: PasswordVerifier = request.app.state.password_verifier
+    return verifier
 
 
 def get_signing_key(request: Request) -> SigningKey:
@@ -35,6 +41,7 @@ async def get_session(
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SigningKeyDep = Annotated[SigningKey, Depends(get_signing_key)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+PasswordsDep = Annotated[PasswordVerifier, Depends(get_password_verifier)]
 
 
 async def get_current_actor(

@@ -50,6 +50,10 @@ class BlobFill:
     def succeeded(self) -> bool:
         return self._committed
 
+    @property
+    def failed(self) -> bool:
+        return self._done and self._error is not None
+
     async def run(
         self,
         *,

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from dproxy_fetcher.errors import from_upstream_error, from_upstream_status
 from dproxy_fetcher.fill import BlobFill
 from dproxy_fetcher.upstream import UpstreamClient, UpstreamError
@@ -88,12 +90,7 @@ class FetcherService:
         """HEAD upstream (free on Docker Hub's rate limit); GET only when the tag moved."""
         what = f"{repository}:{reference}"
         try:
-            response = await self._upstream.send(
-                "HEAD",
-                repository,
-                f"manifests/{reference}",
-                headers={"Accept": media_types.UPSTREAM_ACCEPT},
-            )
+            response = await self._head_upstream_manifest(repository, reference)
         except UpstreamError as exc:
             STALE_SERVES.labels(exc.kind).inc()
             log.info("serving %s stale: %s", what, exc)
@@ -109,31 +106,31 @@ class FetcherService:
                 assert cached.row.id is not None
                 await cache.touch_manifest(session, cached.row.id, validated=True)
             return cached.result(head=head)
+        if head:
+            # The tag moved; a HEAD is answered from upstream's HEAD, without a (counted) GET.
+            return _head_result(response, what)
         fetched = await self._fetch_manifest(group_id, repository, reference)
-        return ManifestResult(
-            fetched.digest, fetched.media_type, len(fetched.body), None if head else fetched.body
-        )
+        return ManifestResult(fetched.digest, fetched.media_type, len(fetched.body), fetched.body)
 
     async def _head_manifest(self, repository: str, reference: Reference) -> ManifestResult:
         what = f"manifest {repository}:{reference}"
         try:
-            response = await self._upstream.send(
-                "HEAD",
-                repository,
-                f"manifests/{reference}",
-                headers={"Accept": media_types.UPSTREAM_ACCEPT},
-            )
+            response = await self._head_upstream_manifest(repository, reference)
         except UpstreamError as exc:
             raise from_upstream_error(exc, what) from exc
         if response.status_code != 200:
             raise from_upstream_status(response, what, ErrorCode.MANIFEST_UNKNOWN)
-        digest = response.headers.get("docker-content-digest")
-        media_type = media_types.normalize(response.headers.get("content-type"))
-        length = response.headers.get("content-length")
-        if not digest or not media_type or not (length or "").isdigit():
-            # Without these a HEAD cannot be answered faithfully; fetch the manifest instead.
-            raise RegistryError(ErrorCode.BAD_GATEWAY, f"upstream HEAD of {what} was incomplete")
-        return ManifestResult(str(Digest.parse(digest)), media_type, int(length or 0), None)
+        return _head_result(response, what)
+
+    async def _head_upstream_manifest(
+        self, repository: str, reference: Reference
+    ) -> httpx.Response:
+        return await self._upstream.send(
+            "HEAD",
+            repository,
+            f"manifests/{reference}",
+            headers={"Accept": media_types.UPSTREAM_ACCEPT},
+        )
 
     async def _fetch_manifest(
         self, group_id: int, repository: str, reference: Reference
@@ -251,6 +248,8 @@ class FetcherService:
             if size is None:
                 raise RegistryError(ErrorCode.BAD_GATEWAY, f"blob {digest}: the fetch failed")
             return BlobResult(str(digest), size, self._runtime.store.read(digest))
+        if fill.failed:  # known before any byte is sent: answer with a proper error
+            raise RegistryError(ErrorCode.BAD_GATEWAY, f"blob {digest}: the upstream fetch failed")
         fill.group_ids.add(group_id)
         return BlobResult(str(digest), fill.size, fill.stream())
 
@@ -341,3 +340,12 @@ class FetcherService:
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _head_result(response: httpx.Response, what: str) -> ManifestResult:
+    digest = response.headers.get("docker-content-digest")
+    media_type = media_types.normalize(response.headers.get("content-type"))
+    length = response.headers.get("content-length", "")
+    if not digest or not media_type or not length.isdigit():
+        raise RegistryError(ErrorCode.BAD_GATEWAY, f"upstream HEAD of {what} was incomplete")
+    return ManifestResult(str(Digest.parse(digest)), media_type, int(length), None)

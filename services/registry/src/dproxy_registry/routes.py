@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -55,12 +56,17 @@ async def pull(
     )
     if not claims.allows(target.name.repository, "pull"):
         raise name_unknown(target.name.repository)
-    group_id = await _group_id(runtime, target.name)
-    fetcher: Fetcher = request.app.state.fetcher
-    head = request.method == "HEAD"
+    pull = _Pull(
+        runtime=runtime,
+        fetcher=request.app.state.fetcher,
+        target=target,
+        group_id=await _group_id(runtime, target.name),
+        token=token,
+        request=request,
+    )
     if target.kind == "manifests":
-        return await _manifest(runtime, fetcher, target, group_id, head, token, request)
-    return await _blob(runtime, fetcher, target, group_id, head, token, request)
+        return await _manifest(pull)
+    return await _blob(pull)
 
 
 @router.api_route("/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"])
@@ -81,35 +87,44 @@ async def _group_id(runtime: Runtime, name: ImageName) -> int:
         return group.id
 
 
-async def _manifest(
-    runtime: Runtime,
-    fetcher: Fetcher,
-    target: RegistryPath,
-    group_id: int,
-    head: bool,
-    token: str,
-    request: Request,
-) -> Response:
+@dataclass(frozen=True, slots=True)
+class _Pull:
+    """One authorised request for a manifest or a blob of a group's image."""
+
+    runtime: Runtime
+    fetcher: Fetcher
+    target: RegistryPath
+    group_id: int
+    token: str
+    request: Request
+
+    @property
+    def head(self) -> bool:
+        return self.request.method == "HEAD"
+
+
+async def _manifest(pull: _Pull) -> Response:
+    target = pull.target
     cached = await cache_lookup.find_manifest(
-        runtime,
-        group_id=group_id,
+        pull.runtime,
+        group_id=pull.group_id,
         repository=target.name.upstream_repository,
         reference=target.reference,
     )
     if cached is not None and cached.fresh:
         CACHE_REQUESTS.labels("manifest", "hit").inc()
-        result = cached.result(head=head)
+        result = cached.result(head=pull.head)
     else:
         CACHE_REQUESTS.labels("manifest", "miss" if cached is None else "revalidate").inc()
-        result = await fetcher.manifest(
-            group_id=group_id,
+        result = await pull.fetcher.manifest(
+            group_id=pull.group_id,
             name=target.name,
             reference=target.reference,
-            head=head,
-            token=token,
+            head=pull.head,
+            token=pull.token,
         )
     # Clients such as skopeo send one Accept header per media type.
-    accept = ", ".join(request.headers.getlist("accept"))
+    accept = ", ".join(pull.request.headers.getlist("accept"))
     if not media_types.accepted_by(result.media_type, accept):
         raise RegistryError(
             ErrorCode.MANIFEST_UNKNOWN,
@@ -130,25 +145,23 @@ def _manifest_response(result: ManifestResult) -> Response:
     return Response(result.body or b"", media_type=result.media_type, headers=headers)
 
 
-async def _blob(
-    runtime: Runtime,
-    fetcher: Fetcher,
-    target: RegistryPath,
-    group_id: int,
-    head: bool,
-    token: str,
-    request: Request,
-) -> Response:
-    digest = target.reference.digest
+async def _blob(pull: _Pull) -> Response:
+    digest = pull.target.reference.digest
     assert digest is not None
     headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes"}
-    size = await cache_lookup.find_blob(runtime, group_id=group_id, digest=digest)
+    size = await cache_lookup.find_blob(pull.runtime, group_id=pull.group_id, digest=digest)
     if size is not None:
         CACHE_REQUESTS.labels("blob", "hit").inc()
-        return _cached_blob(runtime, digest, size, head, headers, request.headers.get("range"))
+        return _cached_blob(
+            pull.runtime, digest, size, pull.head, headers, pull.request.headers.get("range")
+        )
     CACHE_REQUESTS.labels("blob", "miss").inc()
-    result = await fetcher.blob(
-        group_id=group_id, name=target.name, digest=digest, head=head, token=token
+    result = await pull.fetcher.blob(
+        group_id=pull.group_id,
+        name=pull.target.name,
+        digest=digest,
+        head=pull.head,
+        token=pull.token,
     )
     if result.size is not None:
         headers["Content-Length"] = str(result.size)

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dproxy_auth import actors, permissions
 from dproxy_auth.actors import Actor
-from dproxy_auth.deps import RuntimeDep, SessionDep, SigningKeyDep
+from dproxy_auth.deps import PasswordsDep, RuntimeDep, SessionDep, SigningKeyDep
 from dproxy_shared.jwt_tokens import SigningKey
 from dproxy_shared.oci.errors import ErrorCode, RegistryError, envelope
 from dproxy_shared.oci.reference import ImageName, Scope
@@ -36,6 +36,7 @@ async def token_get(
     runtime: RuntimeDep,
     session: SessionDep,
     signing_key: SigningKeyDep,
+    passwords: PasswordsDep,
     service: Annotated[str, Query()] = SERVICE,
     scope: Annotated[list[str] | None, Query()] = None,
     authorization: Annotated[str | None, Header()] = None,
@@ -46,7 +47,9 @@ async def token_get(
     if authorization:
         credentials = _basic_credentials(authorization)
         if credentials is not None:
-            actor = await actors.from_password_or_token(session, *credentials, registry=True)
+            actor = await actors.from_password_or_token(
+                session, *credentials, registry=True, passwords=passwords
+            )
         if actor is None:
             return _denied()
     return await _issue(runtime, session, signing_key, actor, scope or [])
@@ -57,6 +60,7 @@ async def token_post(
     runtime: RuntimeDep,
     session: SessionDep,
     signing_key: SigningKeyDep,
+    passwords: PasswordsDep,
     grant_type: Annotated[str, Form()],
     service: Annotated[str, Form()] = SERVICE,
     scope: Annotated[str, Form()] = "",
@@ -71,7 +75,9 @@ async def token_post(
             {"error": "unsupported_grant_type", "error_description": "use grant_type=password"},
             status_code=400,
         )
-    actor = await actors.from_password_or_token(session, username, password, registry=True)
+    actor = await actors.from_password_or_token(
+        session, username, password, registry=True, passwords=passwords
+    )
     if actor is None:
         return _denied()
     return await _issue(runtime, session, signing_key, actor, scope.split())
