@@ -13,7 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from dproxy_auth import errors as auth_errors
 from dproxy_auth.passwords import PasswordVerifier
@@ -110,6 +112,14 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
         app.include_router(fetcher_routes.router)
     auth_errors.install(app)
     registry_errors.install(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Each service answers malformed requests in its own clients' format.
+        if request.url.path.startswith("/v2"):
+            return registry_errors.validation_response()
+        return auth_errors.validation_response(exc)
+
     return app
 
 

@@ -12,7 +12,7 @@ from typing import get_args
 from dproxy_auth import service
 from dproxy_shared.db import migrate
 from dproxy_shared.models import AccessLevel
-from dproxy_shared.repositories import groups, users
+from dproxy_shared.repositories import groups, tokens, users
 from dproxy_shared.runtime import Runtime
 from dproxy_shared.settings import ServiceName, Settings
 
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", action="append", required=True, dest="scopes")
     create.add_argument("--expires-at", type=date.fromisoformat)
     create.set_defaults(handler=_run(_create_token))
+    revoke = tokens.add_parser("revoke", help="revoke a personal access token")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, help="the token's id")
+    which.add_argument("--token", help="the token itself (read from stdin with -)")
+    revoke.set_defaults(handler=_run(_revoke_token))
 
     user_commands = commands.add_parser("users", help="users").add_subparsers()
     create = user_commands.add_parser("create", help="create a user")
@@ -148,6 +153,21 @@ async def _create_token(args: argparse.Namespace, runtime: Runtime) -> int:
             session, user=user, name=args.name, scopes=args.scopes, expires_at=args.expires_at
         )
     print(secret)
+    return 0
+
+
+async def _revoke_token(args: argparse.Namespace, runtime: Runtime) -> int:
+    secret = sys.stdin.readline().strip() if args.token == "-" else args.token
+    async with runtime.session() as session:
+        token = (
+            await tokens.get_personal_access_token(session, args.id)
+            if args.id is not None
+            else await tokens.find_personal_access_token(session, secret)
+        )
+        if token is None:
+            raise LookupError("no such personal access token")
+        await tokens.revoke_personal_access_token(session, token)
+    print(f"dproxy: revoked personal access token {token.id} ({token.name})", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,9 @@ from tests.support.skopeo import copy_to_dir
 
 pytestmark = pytest.mark.e2e
 
+# The core suite runs on the embedded default and on the split production topology.
+TOPOLOGIES = ("embedded", "split")
+
 
 @pytest.fixture
 def dproxy(module_dproxy: DproxyServer) -> DproxyServer:
@@ -43,7 +46,7 @@ def test_requests_without_a_token_get_the_challenge(dproxy: DproxyServer) -> Non
     ping = httpx.get(f"{dproxy.url}/v2/")
     assert ping.status_code == 401
     assert ping.headers["www-authenticate"] == (
-        f'Bearer realm="{dproxy.url}/jwt/auth",service="dependency_proxy"'
+        f'Bearer realm="{dproxy.token_url}",service="dependency_proxy"'
     )
     assert ping.headers["docker-distribution-api-version"] == "registry/2.0"
     response = manifest(dproxy, None)
@@ -56,7 +59,7 @@ def test_requests_without_a_token_get_the_challenge(dproxy: DproxyServer) -> Non
 
 def test_token_endpoint_answers_with_the_docker_token_shape(dproxy: DproxyServer) -> None:
     response = httpx.get(
-        f"{dproxy.url}/jwt/auth",
+        dproxy.token_url,
         params={"service": "dependency_proxy", "scope": SCOPE},
         auth=USER,
     )
@@ -67,13 +70,13 @@ def test_token_endpoint_answers_with_the_docker_token_shape(dproxy: DproxyServer
     assert body["expires_in"] == 15 * 60
     header = json.loads(base64.urlsafe_b64decode(body["token"].split(".")[0] + "=="))
     assert header["alg"] == "ES256" and header["kid"]
-    jwks = httpx.get(f"{dproxy.url}/jwt/jwks.json").json()
+    jwks = httpx.get(f"{dproxy.auth_url or dproxy.url}/jwt/jwks.json").json()
     assert [key["kid"] for key in jwks["keys"]] == [header["kid"]]
 
 
 def test_wrong_password_is_refused(dproxy: DproxyServer, tmp_path: Path) -> None:
     response = httpx.get(
-        f"{dproxy.url}/jwt/auth",
+        dproxy.token_url,
         params={"service": "dependency_proxy", "scope": SCOPE},
         auth=(USER[0], "not-the-password"),
     )
@@ -90,7 +93,7 @@ def test_wrong_password_is_refused(dproxy: DproxyServer, tmp_path: Path) -> None
 
 
 def test_unknown_service_is_404(dproxy: DproxyServer) -> None:
-    response = httpx.get(f"{dproxy.url}/jwt/auth", params={"service": "other"}, auth=USER)
+    response = httpx.get(dproxy.token_url, params={"service": "other"}, auth=USER)
     assert response.status_code == 404
 
 
@@ -103,11 +106,11 @@ def test_containerd_password_grant(dproxy: DproxyServer) -> None:
         "scope": SCOPE,
         "client_id": "containerd-client",
     }
-    response = httpx.post(f"{dproxy.url}/jwt/auth", data=form)
+    response = httpx.post(dproxy.token_url, data=form)
     assert response.status_code == 200
     assert manifest(dproxy, response.json()["token"]).status_code == 200
     refresh = httpx.post(
-        f"{dproxy.url}/jwt/auth", data={"grant_type": "refresh_token", "refresh_token": "x"}
+        dproxy.token_url, data={"grant_type": "refresh_token", "refresh_token": "x"}
     )
     assert refresh.status_code == 400  # containerd then falls back to GET
 
@@ -119,9 +122,7 @@ def test_non_member_gets_name_unknown(dproxy: DproxyServer) -> None:
     assert response.status_code == 404
     assert error_code(response) == "NAME_UNKNOWN"
     assert "Guest" in response.json()["errors"][0]["message"]
-    anonymous = httpx.get(
-        f"{dproxy.url}/jwt/auth", params={"service": "dependency_proxy", "scope": SCOPE}
-    )
+    anonymous = httpx.get(dproxy.token_url, params={"service": "dependency_proxy", "scope": SCOPE})
     assert anonymous.status_code == 200
     assert manifest(dproxy, anonymous.json()["token"]).status_code == 404
 
@@ -167,7 +168,7 @@ def test_personal_access_tokens_pull_with_a_registry_scope(dproxy: DproxyServer)
         )
         assert isinstance(created, dict) and created["token"].startswith("glpat-")
         response = httpx.get(
-            f"{dproxy.url}/jwt/auth",
+            dproxy.token_url,
             params={"service": "dependency_proxy", "scope": SCOPE},
             auth=("anything", created["token"]),
         )

@@ -10,12 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import GROUP, USER, Images, push_all, start_dproxy
+from tests.conftest import GROUP, USER, DproxyFactory, Images, push_all
 from tests.support import TokenServer, UpstreamRegistry
 from tests.support.dproxy import DproxyServer
 from tests.support.skopeo import copy_to_dir, dir_manifest
 
 pytestmark = pytest.mark.e2e
+
+# The core suite runs on the embedded default and on the split production topology.
+TOPOLOGIES = ("embedded", "split")
 
 
 @pytest.fixture
@@ -41,9 +44,9 @@ def bearer(dproxy: DproxyServer, image: str) -> dict[str, str]:
 
 
 def test_corrupt_upstream_blob_is_never_cached(
-    own_upstream: UpstreamRegistry, images: Images, tmp_path: Path
+    own_upstream: UpstreamRegistry, images: Images, tmp_path: Path, dproxy_factory: DproxyFactory
 ) -> None:
-    dproxy = start_dproxy(tmp_path / "dproxy", own_upstream.url)
+    dproxy = dproxy_factory(tmp_path / "dproxy", own_upstream.url)
     layer = images.oci.layers[0]
     try:
         with own_upstream.corrupt_blob(layer.digest):
@@ -65,17 +68,17 @@ def test_corrupt_upstream_blob_is_never_cached(
         copy_to_dir(dproxy.image(GROUP, "alpine:latest"), tmp_path / "good", creds=USER)
         assert dir_manifest(tmp_path / "good") == images.oci.manifest
         assert own_upstream.blob_gets().get(layer.digest) == 1
-        stored = tmp_path / "dproxy" / "storage" / "blobs" / "sha256" / layer.hex[:2] / layer.hex
-        assert hashlib.sha256(stored.read_bytes()).hexdigest() == layer.hex
+        stored = dproxy.stored_blob(layer.digest)
+        assert stored is not None and hashlib.sha256(stored).hexdigest() == layer.hex
     finally:
         dproxy.stop()
 
 
 def test_cached_image_is_served_while_upstream_is_down(
-    own_upstream: UpstreamRegistry, images: Images, tmp_path: Path
+    own_upstream: UpstreamRegistry, images: Images, tmp_path: Path, dproxy_factory: DproxyFactory
 ) -> None:
     # Revalidate on every pull (GitLab's behaviour) so that the outage is actually noticed.
-    dproxy = start_dproxy(
+    dproxy = dproxy_factory(
         tmp_path / "dproxy", own_upstream.url, env={"DPROXY_MANIFEST_REVALIDATE_AFTER": "0"}
     )
     try:
@@ -110,11 +113,8 @@ def test_fill_completes_when_the_client_disconnects(
         next(response.iter_raw(64 * 1024))  # take a little, then hang up
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        head = httpx.head(url, headers=headers)
-        if head.status_code == 200 and upstream.count("GET", layer.digest) == 1:
-            stored = Path(dproxy.data_dir, "storage", "blobs", "sha256", layer.hex[:2], layer.hex)
-            if stored.exists():
-                break
+        if layer.digest in dproxy.stored_digests():
+            break
         time.sleep(0.2)
     body = httpx.get(url, headers=headers).content
     assert hashlib.sha256(body).hexdigest() == layer.hex
@@ -166,10 +166,13 @@ def token_upstream(
 
 
 def test_pull_through_a_token_auth_upstream_reuses_its_tokens(
-    token_upstream: tuple[UpstreamRegistry, TokenServer], images: Images, tmp_path: Path
+    token_upstream: tuple[UpstreamRegistry, TokenServer],
+    images: Images,
+    tmp_path: Path,
+    dproxy_factory: DproxyFactory,
 ) -> None:
     registry, tokens = token_upstream
-    dproxy = start_dproxy(
+    dproxy = dproxy_factory(
         tmp_path / "dproxy", registry.url, env={"DPROXY_MANIFEST_REVALIDATE_AFTER": "0"}
     )
     try:

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GROUP, USER, Images, start_dproxy
+from tests.conftest import GROUP, USER, Images
 from tests.support import UpstreamRegistry
 from tests.support.dproxy import DproxyServer
 from tests.support.skopeo import copy_to_dir, dir_blob_digests, dir_manifest, inspect_raw
 
 pytestmark = pytest.mark.e2e
+
+# The core suite runs on the embedded default and on the split production topology.
+TOPOLOGIES = ("embedded", "split")
 
 
 def pull(dproxy: DproxyServer, ref: str, dest: Path, **options: object) -> None:
@@ -90,19 +93,3 @@ def test_concurrent_cold_pulls_fetch_each_blob_and_manifest_once(
         assert dir_blob_digests(tmp_path / f"p{i}") == {b.digest for b in images.large.blobs}
     assert upstream.blob_gets() == {b.digest: 1 for b in images.large.blobs}
     assert upstream.count("GET", "/manifests/") == 1
-
-
-def test_split_services_pull_like_the_embedded_default(
-    upstream: UpstreamRegistry, images: Images, tmp_path: Path
-) -> None:
-    server = start_dproxy(tmp_path / "split", upstream.url, split=True)
-    try:
-        upstream.reset_log()
-        pull(server, "debian:12", tmp_path / "one")
-        assert dir_manifest(tmp_path / "one") == images.docker.manifest
-        assert upstream.blob_gets() == {b.digest: 1 for b in images.docker.blobs}
-        upstream.reset_log()
-        pull(server, "debian:12", tmp_path / "two")
-        assert upstream.count("GET", "/blobs/") == 0
-    finally:
-        server.stop()

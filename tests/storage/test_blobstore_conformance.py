@@ -3,8 +3,8 @@
 Every backend must pass every test here. A backend is one `Backend` entry in `BACKENDS`:
 how to open a store at a location (opening the same location twice gives the same store),
 and how to list every object the backend holds, temporary ones included, as keys relative
-to the store root. An S3 backend becomes one more entry (a bucket/prefix per test and a
-`list_objects_v2` lister).
+to the store root. The S3 backend runs against SeaweedFS (`tests/support/s3.py`, started
+once per session) or the S3 named by DPROXY_TEST_S3_*, with a prefix per test.
 """
 
 from __future__ import annotations
@@ -13,13 +13,21 @@ import asyncio
 import hashlib
 import random
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from minio.datatypes import Object
+from pydantic import SecretStr
 
 from dproxy_shared.oci.digest import Digest
+from dproxy_shared.settings import Settings
+from dproxy_shared.storage import open_blob_store
 from dproxy_shared.storage.base import (
     CHUNK_SIZE,
     BlobNotFound,
@@ -28,6 +36,9 @@ from dproxy_shared.storage.base import (
     put_bytes,
 )
 from dproxy_shared.storage.local import LocalBlobStore
+from dproxy_shared.storage.s3 import MIN_PART_SIZE, BucketUnavailable, S3BlobStore
+from tests.support.s3 import S3Endpoint
+from tests.support.upstream import free_port
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -36,11 +47,13 @@ MiB = 1024 * KiB
 @dataclass(frozen=True)
 class Backend:
     name: str
-    open: Callable[[Path], BlobStore]
+    # (the test's request, for session resources such as an S3 server; a location)
+    open: Callable[[pytest.FixtureRequest, Path], BlobStore]
     keys: Callable[[BlobStore, Path], Awaitable[set[str]]]
 
 
-def _open_local(tmp_path: Path) -> BlobStore:
+def _open_local(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    del request
     return LocalBlobStore(tmp_path / "store")
 
 
@@ -50,7 +63,61 @@ async def _local_keys(store: BlobStore, tmp_path: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
 
 
-BACKENDS = [Backend("local", _open_local, _local_keys)]
+def _open_s3(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    endpoint: S3Endpoint = request.getfixturevalue("s3")
+    # One prefix per location (tmp_path is per test), so every test starts empty.
+    prefix = f"conformance/{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]}"
+    request.addfinalizer(lambda: _wipe(endpoint, prefix))
+    return open_s3_store(endpoint, tmp_path, prefix=prefix)
+
+
+async def _s3_keys(store: BlobStore, tmp_path: Path) -> set[str]:
+    """Objects under the store's prefix, unfinished multipart uploads, and spool files."""
+    assert isinstance(store, S3BlobStore)
+    objects, uploads = await asyncio.to_thread(_s3_listing, store)
+    spool = {f"spool:{p.name}" for p in (tmp_path / "spool").iterdir()}
+    return objects | {f"{key} (unfinished multipart upload)" for key in uploads} | spool
+
+
+BACKENDS = [
+    Backend("local", _open_local, _local_keys),
+    Backend("s3", _open_s3, _s3_keys),
+]
+
+
+def open_s3_store(
+    endpoint: S3Endpoint, tmp_path: Path, *, prefix: str, bucket: str | None = None, **options: Any
+) -> S3BlobStore:
+    return S3BlobStore(
+        endpoint.address,
+        endpoint.access_key,
+        endpoint.secret_key,
+        bucket or endpoint.bucket,
+        secure=endpoint.secure,
+        prefix=prefix,
+        spool_dir=tmp_path / "spool",
+        **options,
+    )
+
+
+def _s3_listing(store: S3BlobStore) -> tuple[set[str], set[str]]:
+    """(object keys, keys with an unfinished multipart upload), relative to the prefix."""
+    client, prefix = store.client, store.prefix
+    objects = {
+        str(o.object_name)[len(prefix) :]
+        for o in client.list_objects(store.bucket, prefix=prefix, recursive=True)
+    }
+    listed = client._list_multipart_uploads(store.bucket, prefix=prefix)
+    assert not listed.is_truncated
+    uploads = {u.object_name[len(prefix) :] for u in listed.uploads}
+    return objects, uploads
+
+
+def _wipe(endpoint: S3Endpoint, prefix: str) -> None:
+    """Leave a shared (DPROXY_TEST_S3_*) bucket as it was found."""
+    client = endpoint.client()
+    for found in client.list_objects(endpoint.bucket, prefix=f"{prefix}/", recursive=True):
+        client.remove_object(endpoint.bucket, str(found.object_name))
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
@@ -60,8 +127,16 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-async def store(backend: Backend, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    opened = backend.open(tmp_path)
+def open_store(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], BlobStore]:
+    """Open the test's store (again): the same location gives the same objects."""
+    return lambda: backend.open(request, tmp_path)
+
+
+@pytest.fixture
+async def store(open_store: Callable[[], BlobStore]) -> AsyncIterator[BlobStore]:
+    opened = open_store()
     yield opened
     await opened.close()
 
@@ -315,6 +390,25 @@ async def test_read_written_follows_the_upload_and_survives_commit(store: BlobSt
     assert await writer.read_written(3000, 10) == b""
 
 
+async def test_read_written_after_commit_and_abort(store: BlobStore) -> None:
+    """A fill commits, then aborts in its `finally`, while followers are still behind."""
+    data = payload(300 * KiB, seed=24)
+    writer = await store.writer()
+    await writer.write(data)
+    await writer.commit(Digest.of(data))
+    await writer.abort()
+    assert await writer.read_written(0, len(data)) == data
+    assert await writer.read_written(len(data) - 5, 100) == data[-5:]
+
+
+async def test_read_written_after_abort_fails(store: BlobStore) -> None:
+    writer = await store.writer()
+    await writer.write(b"going away")
+    await writer.abort()
+    with pytest.raises(BlobNotFound):
+        await writer.read_written(0, 10)
+
+
 async def test_follower_streams_a_growing_upload_to_the_end(store: BlobStore) -> None:
     data = payload(4 * MiB, seed=18)
     writer = await store.writer()
@@ -415,13 +509,13 @@ async def test_objects_use_the_documented_layout(
 
 
 async def test_objects_survive_reopening_the_store(
-    backend: Backend, store: BlobStore, tmp_path: Path
+    open_store: Callable[[], BlobStore], store: BlobStore
 ) -> None:
     data = payload(10 * KiB, seed=23)
     digest = await store_blob(store, data)
     await store.close()
 
-    reopened = backend.open(tmp_path)
+    reopened = open_store()
     try:
         assert await reopened.stat(digest) == len(data)
         assert await reopened.read_bytes(digest) == data
@@ -445,3 +539,227 @@ async def test_local_check_fails_when_the_directory_is_gone(tmp_path: Path) -> N
     shutil.rmtree(tmp_path / "volume")
     with pytest.raises(OSError):
         await store.check()
+
+
+# ---- s3 backend specifics -----------------------------------------------------------------
+@pytest.fixture
+async def s3_store(s3: S3Endpoint, tmp_path: Path) -> AsyncIterator[S3BlobStore]:
+    """Smallest legal parts, so a few MiB make a multipart upload."""
+    prefix = f"s3-specific/{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]}"
+    store = open_s3_store(s3, tmp_path, prefix=prefix, part_size=MIN_PART_SIZE)
+    yield store
+    await store.close()
+    await asyncio.to_thread(_wipe, s3, prefix)
+
+
+async def s3_listing(store: S3BlobStore) -> tuple[set[str], set[str]]:
+    return await asyncio.to_thread(_s3_listing, store)
+
+
+async def s3_object(store: S3BlobStore, digest: Digest) -> Object:
+    return await asyncio.to_thread(store.client.stat_object, store.bucket, store.key(digest))
+
+
+async def wait_for_upload(store: S3BlobStore, key: str) -> None:
+    """Parts go up in the background: wait until S3 holds an unfinished upload for `key`."""
+    for _ in range(200):
+        _, uploads = await s3_listing(store)
+        if key in uploads:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no multipart upload for {key}")
+
+
+async def test_s3_streams_parts_while_writing_and_completes_at_commit(
+    s3_store: S3BlobStore,
+) -> None:
+    data = payload(21 * MiB + 3, seed=30)
+    digest = Digest.of(data)
+    writer = await s3_store.writer(digest)
+    for start in range(0, len(data), 256 * KiB):
+        await writer.write(data[start : start + 256 * KiB])
+
+    await wait_for_upload(s3_store, layout_key(digest))
+    assert await s3_store.stat(digest) is None, "an unfinished upload is not an object"
+    await writer.commit(digest)
+
+    assert await s3_listing(s3_store) == ({layout_key(digest)}, set())
+    found = await s3_object(s3_store, digest)
+    assert found.size == len(data)
+    assert str(found.etag).endswith("-5"), "4 parts of 5 MiB and the rest"
+    assert hashlib.sha256(await read_all(s3_store, digest)).digest() == bytes.fromhex(digest.hex)
+
+
+async def test_s3_mismatch_leaves_no_object_and_no_upload(s3_store: S3BlobStore) -> None:
+    data = payload(12 * MiB, seed=31)
+    claimed = Digest.of(b"what upstream promised")
+    writer = await s3_store.writer(claimed)
+    for start in range(0, len(data), MiB):
+        await writer.write(data[start : start + MiB])
+    await wait_for_upload(s3_store, layout_key(claimed))
+
+    with pytest.raises(DigestMismatch):
+        await writer.commit(claimed)
+
+    assert await s3_listing(s3_store) == (set(), set())
+    await assert_absent(s3_store, claimed)
+    await assert_absent(s3_store, Digest.of(data))
+
+
+async def test_s3_abort_mid_upload_leaves_no_upload(s3_store: S3BlobStore) -> None:
+    data = payload(11 * MiB, seed=32)
+    writer = await s3_store.writer(Digest.of(data))
+    await writer.write(data)
+    await wait_for_upload(s3_store, layout_key(Digest.of(data)))
+    await writer.abort()
+    assert await s3_listing(s3_store) == (set(), set())
+
+
+async def test_s3_commit_under_another_digest_than_announced(s3_store: S3BlobStore) -> None:
+    data = payload(7 * MiB, seed=33)
+    announced = Digest.of(b"a digest the writer was opened for")
+    writer = await s3_store.writer(announced)
+    await writer.write(data)
+    await wait_for_upload(s3_store, layout_key(announced))
+
+    await writer.commit(Digest.of(data))
+
+    assert await s3_listing(s3_store) == ({layout_key(Digest.of(data))}, set())
+    assert await read_all(s3_store, Digest.of(data)) == data
+
+
+async def test_s3_commit_of_a_stored_blob_keeps_the_object(s3_store: S3BlobStore) -> None:
+    """A second fill of a blob already stored does not replace the object under readers."""
+    data = payload(6 * MiB, seed=34)
+    digest = await store_blob(s3_store, data, chunk=MiB)
+    before = await s3_object(s3_store, digest)
+
+    writer = await s3_store.writer(digest)
+    await writer.write(data)
+    await writer.commit(digest)
+
+    after = await s3_object(s3_store, digest)
+    assert (after.etag, after.last_modified) == (before.etag, before.last_modified)
+    assert await s3_listing(s3_store) == ({layout_key(digest)}, set())
+
+
+async def test_s3_part_sized_blob(s3_store: S3BlobStore) -> None:
+    """Exactly two full parts: the last part is uploaded during writes, commit only completes."""
+    data = payload(2 * MIN_PART_SIZE, seed=35)
+    digest = Digest.of(data)
+    writer = await s3_store.writer(digest)
+    await writer.write(data)
+    await writer.commit(digest)
+    assert await s3_store.stat(digest) == len(data)
+    assert await read_all(s3_store, digest, MIN_PART_SIZE - 2, 4) == data[MIN_PART_SIZE - 2 :][:4]
+
+
+async def test_s3_presigned_url_serves_the_blob(s3_store: S3BlobStore) -> None:
+    data = payload(3 * MiB, seed=36)
+    digest = await store_blob(s3_store, data)
+
+    url = await s3_store.redirect_url(digest, timedelta(minutes=5))
+
+    assert url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url)
+        ranged = await client.get(url, headers={"Range": "bytes=10-19"})
+    assert response.status_code == 200
+    assert response.content == data
+    assert ranged.status_code == 206
+    assert ranged.content == data[10:20]
+
+
+async def test_s3_presigned_url_names_the_public_endpoint(s3: S3Endpoint, tmp_path: Path) -> None:
+    # Presigning is offline: the public address (here one nothing listens on) is not called.
+    store = open_s3_store(
+        s3, tmp_path, prefix="p", public_endpoint="127.0.0.1:9", public_secure=True
+    )
+    try:
+        digest = Digest.of(b"anything")
+        url = await store.redirect_url(digest, timedelta(seconds=90))
+    finally:
+        await store.close()
+    assert url.startswith(f"https://127.0.0.1:9/{s3.bucket}/p/{layout_key(digest)}?")
+    assert "X-Amz-Expires=90" in url
+
+
+async def test_s3_store_at_the_bucket_root(s3: S3Endpoint, tmp_path: Path) -> None:
+    bucket = await asyncio.to_thread(s3.ensure_bucket, f"dproxy-root-{uuid.uuid4().hex[:12]}")
+    store = open_s3_store(s3, tmp_path, prefix="", bucket=bucket)
+    try:
+        digest = await store_blob(store, b"at the root")
+        names = await asyncio.to_thread(
+            lambda: {str(o.object_name) for o in store.client.list_objects(bucket, recursive=True)}
+        )
+        assert names == {layout_key(digest)}
+        assert await store.delete(digest)
+    finally:
+        await store.close()
+        await asyncio.to_thread(s3.client().remove_bucket, bucket)
+
+
+async def test_s3_abandoned_reads_release_their_connections(s3_store: S3BlobStore) -> None:
+    """Clients that leave mid-blob: each GET is closed, and the pool still works after."""
+    data = payload(4 * CHUNK_SIZE, seed=37)
+    digest = await store_blob(s3_store, data, chunk=CHUNK_SIZE)
+    for _ in range(3):
+        streams = [aiter(s3_store.read(digest)) for _ in range(80)]  # more than the pool
+        for stream in streams:
+            assert len(await anext(stream)) > 0
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+    assert await read_all(s3_store, digest) == data
+
+
+async def test_s3_check_fails_for_a_missing_bucket(s3: S3Endpoint, tmp_path: Path) -> None:
+    store = open_s3_store(s3, tmp_path, prefix="", bucket="dproxy-no-such-bucket")
+    try:
+        with pytest.raises(BucketUnavailable):
+            await store.check()
+    finally:
+        await store.close()
+
+
+async def test_s3_check_fails_fast_when_unreachable(tmp_path: Path) -> None:
+    down = S3Endpoint(f"http://127.0.0.1:{free_port()}", "key", "secret", "bucket")
+    store = open_s3_store(down, tmp_path, prefix="")
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whichever error the SDK raises
+            await store.check()
+    finally:
+        await store.close()
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+def test_factory_opens_s3_with_prefix(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        storage_url="s3://layers/dproxy/prod",
+        s3_endpoint="https://s3.internal:9000",
+        s3_access_key="ak",
+        s3_secret_key=SecretStr("sk"),
+    )
+    store = open_blob_store(settings)
+    assert isinstance(store, S3BlobStore)
+    assert (store.bucket, store.prefix) == ("layers", "dproxy/prod/")
+    assert store.key(Digest.of(b"x")) == f"dproxy/prod/{layout_key(Digest.of(b'x'))}"
+    assert store.spool_dir == settings.spool_dir
+
+
+@pytest.mark.parametrize(
+    ("storage_url", "endpoint"),
+    [
+        pytest.param("s3://", "http://127.0.0.1:9000", id="no-bucket"),
+        pytest.param("s3://bucket", "", id="no-endpoint"),
+        pytest.param("s3://bucket", "127.0.0.1:9000", id="endpoint-without-scheme"),
+        pytest.param("s3://bucket", "http://127.0.0.1:9000/path", id="endpoint-with-path"),
+    ],
+)
+def test_factory_rejects_incomplete_s3_settings(
+    tmp_path: Path, storage_url: str, endpoint: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, storage_url=storage_url, s3_endpoint=endpoint)
+    with pytest.raises(ValueError):
+        open_blob_store(settings)

@@ -13,9 +13,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from minio import Minio
+from minio.error import S3Error
+
+from tests.support.front import RoundRobinFront
 from tests.support.upstream import free_port
 
 ROOT_PASSWORD = "root-password-for-tests"
@@ -31,10 +36,15 @@ class DproxyServer:
         upstream_url: str,
         *,
         split: bool = False,
+        replicas: int = 1,
+        migrated: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        self.migrated = migrated  # split mode: the database already has the schema
         self.data_dir = data_dir
-        self.split = split
+        self.split = split or replicas > 1
+        self.replicas = replicas
+        self.front: RoundRobinFront | None = None
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
@@ -50,6 +60,7 @@ class DproxyServer:
         }
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self.user_ids: dict[str, int] = {}
+        self.on_stop: list[Callable[[], object]] = []
         self.group_ids: dict[str, int] = {}
         self.logs = data_dir / "logs"
 
@@ -58,45 +69,82 @@ class DproxyServer:
     def start(self) -> DproxyServer:
         self.logs.mkdir(parents=True, exist_ok=True)
         if not self.split:
-            self._spawn("all", ["serve"], self.env, self.port)
+            self._spawn("all", ["serve"], self.env)
+            self._wait_live("all", self.port)
             return self
-        self.cli("migrate")
-        ports = {name: free_port() for name in ("auth", "fetcher")}
-        auth_url = f"http://127.0.0.1:{ports['auth']}"
-        fetcher_url = f"http://127.0.0.1:{ports['fetcher']}"
+        if not self.migrated:
+            self.cli("migrate")
+        auth_port = free_port()
+        auth_url = f"http://127.0.0.1:{auth_port}"
         # Production puts one ingress in front (`/v2` → registry, `/jwt` → auth). Here the
         # token realm simply points at the auth service's own port, as Docker Hub's realm
         # points at another host.
-        common = {
-            **self.env,
-            "DPROXY_AUTH_URL": auth_url,
-            "DPROXY_FETCHER_URL": fetcher_url,
-            "DPROXY_EXTERNAL_URL": auth_url,
-        }
+        common = {**self.env, "DPROXY_AUTH_URL": auth_url, "DPROXY_EXTERNAL_URL": auth_url}
+        # Started together: each spends most of its start-up importing Python modules.
         self._spawn(
             "auth",
             ["serve", "--service", "auth"],
-            {**common, "DPROXY_LISTEN": f"127.0.0.1:{ports['auth']}"},
-            ports["auth"],
+            {**common, "DPROXY_LISTEN": f"127.0.0.1:{auth_port}"},
         )
-        self._spawn(
-            "fetcher",
-            ["serve", "--service", "fetcher"],
-            {**common, "DPROXY_LISTEN": f"127.0.0.1:{ports['fetcher']}"},
-            ports["fetcher"],
+        # Registry i talks to fetcher i; with several, a round-robin front spreads clients.
+        registry_ports = (
+            [self.port] if self.replicas == 1 else [free_port() for _ in range(self.replicas)]
         )
-        self._spawn("registry", ["serve", "--service", "registry"], common, self.port)
-        # Clients reach the token endpoint at the external URL; in split mode that is the
-        # registry's port, so tests ask the auth service directly through `auth_url`.
+        live = [("auth", auth_port)]
+        for i, registry_port in enumerate(registry_ports):
+            fetcher_port = free_port()
+            fetcher_url = f"http://127.0.0.1:{fetcher_port}"
+            suffix = "" if self.replicas == 1 else f"-{i}"
+            self._spawn(
+                f"fetcher{suffix}",
+                ["serve", "--service", "fetcher"],
+                {**common, "DPROXY_LISTEN": f"127.0.0.1:{fetcher_port}"},
+            )
+            self._spawn(
+                f"registry{suffix}",
+                ["serve", "--service", "registry"],
+                {
+                    **common,
+                    "DPROXY_FETCHER_URL": fetcher_url,
+                    "DPROXY_LISTEN": f"127.0.0.1:{registry_port}",
+                },
+            )
+            live += [(f"fetcher{suffix}", fetcher_port), (f"registry{suffix}", registry_port)]
+        # Root's API token is made meanwhile: the CLI is another Python start-up.
+        self._token_cli = subprocess.Popen(
+            [DPROXY, "tokens", "create", "--user", "root", "--name", "tests", "--scope", "api"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, port in live:
+            self._wait_live(name, port)
+        if self.replicas > 1:
+            self.front = RoundRobinFront(registry_ports, port=self.port).start()
+        self.registry_ports = registry_ports
         self.auth_url = auth_url
         return self
 
     auth_url: str = ""
 
-    def _spawn(self, name: str, args: list[str], env: Mapping[str, str], port: int) -> None:
+    @property
+    def token_url(self) -> str:
+        """Where clients get registry tokens (the auth service's port in split mode)."""
+        return f"{self.auth_url or self.url}/jwt/auth"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.auth_url or self.url}/api/v4"
+
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        process = subprocess.Popen([DPROXY, *args], env=dict(env), stdout=log, stderr=log)
-        self._processes[name] = process
+        self._processes[name] = subprocess.Popen(
+            [DPROXY, *args], env=dict(env), stdout=log, stderr=log
+        )
+
+    def _wait_live(self, name: str, port: int) -> None:
+        process = self._processes[name]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -112,7 +160,13 @@ class DproxyServer:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def pid(self, name: str) -> int:
+        return self._processes[name].pid
+
     def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
         for process in self._processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -123,6 +177,8 @@ class DproxyServer:
                 process.kill()
                 process.wait()
         self._processes.clear()
+        while self.on_stop:
+            self.on_stop.pop()()
 
     def __enter__(self) -> DproxyServer:
         return self.start()
@@ -144,21 +200,33 @@ class DproxyServer:
     # per step would cost a Python start-up each.
 
     _root_token: str = ""
+    _token_cli: subprocess.Popen[str] | None = None
 
-    def api(self, method: str, path: str, body: Mapping[str, object] | None = None) -> object:
+    @property
+    def root_token(self) -> str:
+        """A personal access token of `root` with the `api` scope."""
+        if not self._root_token and self._token_cli is not None:
+            out, err = self._token_cli.communicate(timeout=60)
+            if self._token_cli.returncode != 0:
+                raise RuntimeError(f"dproxy tokens create failed: {err}")
+            self._root_token = out.strip()
         if not self._root_token:
             self._root_token = self.cli(
                 "tokens", "create", "--user", "root", "--name", "tests", "--scope", "api"
             )
+        return self._root_token
+
+    def api(self, method: str, path: str, body: Mapping[str, object] | None = None) -> object:
         base = self.auth_url or self.url
         request = urllib.request.Request(
             f"{base}/api/v4{path}",
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"PRIVATE-TOKEN": self._root_token, "Content-Type": "application/json"},
+            headers={"PRIVATE-TOKEN": self.root_token, "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
+            data = response.read()
+        return json.loads(data) if data else None
 
     def add_user(self, username: str, password: str) -> int:
         user = self.api("POST", "/users", {"username": username, "password": password})
@@ -183,14 +251,57 @@ class DproxyServer:
             {"user_id": self.user_ids[user], "access_level": level},
         )
 
+    # -- storage --------------------------------------------------------------------------
+
+    def stored_blob(self, digest: str) -> bytes | None:
+        """The object stored under `digest`, wherever this dproxy keeps blobs."""
+        algorithm, _, hex_digest = digest.partition(":")
+        key = f"blobs/{algorithm}/{hex_digest[:2]}/{hex_digest}"
+        storage = self.env.get("DPROXY_STORAGE_URL", "")
+        if not storage.startswith("s3://"):
+            path = self.data_dir / "storage" / key
+            return path.read_bytes() if path.exists() else None
+        bucket, _, prefix = storage.removeprefix("s3://").partition("/")
+        try:
+            response = self._s3().get_object(bucket, f"{prefix}/{key}" if prefix else key)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def stored_digests(self) -> set[str]:
+        """Every digest with an object in storage."""
+        storage = self.env.get("DPROXY_STORAGE_URL", "")
+        if not storage.startswith("s3://"):
+            root = self.data_dir / "storage" / "blobs"
+            return {f"{p.parent.parent.name}:{p.name}" for p in root.glob("*/*/*")}
+        bucket, _, prefix = storage.removeprefix("s3://").partition("/")
+        names = self._s3().list_objects(bucket, prefix=f"{prefix}/blobs/", recursive=True)
+        return {
+            f"{parts[-3]}:{parts[-1]}" for parts in (str(o.object_name).split("/") for o in names)
+        }
+
+    def _s3(self) -> Minio:
+        url = urlsplit(self.env["DPROXY_S3_ENDPOINT"])
+        return Minio(
+            url.netloc,
+            access_key=self.env["DPROXY_S3_ACCESS_KEY"],
+            secret_key=self.env["DPROXY_S3_SECRET_KEY"],
+            secure=url.scheme == "https",
+        )
+
     def image(self, group: str, image: str) -> str:
         """The `host:port/...` reference prefix skopeo pulls, e.g. for `grp` and `alpine:1`."""
         return f"{self.address}/{group}/dependency_proxy/containers/{image}"
 
     def registry_token(self, username: str, password: str, *scopes: str) -> str:
         query = "&".join(["service=dependency_proxy", *(f"scope={s}" for s in scopes)])
-        base = self.auth_url or self.url
-        request = urllib.request.Request(f"{base}/jwt/auth?{query}")
+        request = urllib.request.Request(f"{self.token_url}?{query}")
         basic = base64.b64encode(f"{username}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {basic}")
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -19,6 +19,14 @@ class KeyValueCache(Protocol):
     async def set(self, key: str, value: str, ttl: float) -> None: ...
     async def delete(self, key: str) -> None: ...
 
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one; a new counter expires `ttl` seconds after its first increment."""
+        ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until the key expires, or None when it does not exist."""
+        ...
+
 
 class Lease(Protocol):
     """Exclusive ownership of a name until released or expired."""
@@ -61,24 +69,43 @@ class MemoryCache:
         self._max = max_entries
 
     async def get(self, key: str) -> str | None:
-        entry = self._entries.get(key)
+        entry = self._live(key)
         if entry is None:
             return None
-        expires, value = entry
-        if expires <= time.monotonic():
-            del self._entries[key]
-            return None
         self._entries.move_to_end(key)
-        return value
+        return entry[1]
 
     async def set(self, key: str, value: str, ttl: float) -> None:
         self._entries[key] = (time.monotonic() + ttl, value)
         self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._trim()
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
+
+    async def incr(self, key: str, ttl: float) -> int:
+        entry = self._live(key)
+        count = int(entry[1]) + 1 if entry else 1
+        expires = entry[0] if entry else time.monotonic() + ttl
+        self._entries[key] = (expires, str(count))
+        self._entries.move_to_end(key)
+        self._trim()
+        return count
+
+    async def ttl(self, key: str) -> float | None:
+        entry = self._live(key)
+        return entry[0] - time.monotonic() if entry else None
+
+    def _live(self, key: str) -> tuple[float, str] | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] <= time.monotonic():
+            del self._entries[key]
+            return None
+        return entry
+
+    def _trim(self) -> None:
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
 
 
 @dataclass

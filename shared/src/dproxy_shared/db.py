@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -50,6 +51,9 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported on demand: the services never need it, and it costs ~0.4 s.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -61,4 +65,6 @@ def migrate(url: str) -> None:
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")

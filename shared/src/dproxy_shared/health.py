@@ -27,6 +27,12 @@ async def readiness(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"failed: {type(exc).__name__}"
+    if runtime.redis is not None:
+        try:
+            await runtime.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"failed: {type(exc).__name__}"
     try:
         await runtime.store.check()
         checks["storage"] = "ok"

@@ -100,10 +100,48 @@ class PersonalAccessToken(SQLModel, table=True):
     revoked: bool = False
     created_at: datetime = _ts()
     last_used_at: datetime | None = _ts(nullable=True)
+    # Set on a group access token: the group whose bot user owns it.
+    resource_group_id: int | None = Field(
+        default=None, foreign_key="groups.id", index=True, ondelete="CASCADE"
+    )
 
     @property
     def scope_list(self) -> list[str]:
         return self.scopes.split()
+
+
+class DeployToken(SQLModel, table=True):
+    """A group deploy token: valid for the group and all its subgroups."""
+
+    __tablename__ = "deploy_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    group_id: int = Field(foreign_key="groups.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=255)
+    username: str = Field(max_length=255, unique=True)
+    token_digest: str = Field(max_length=64, unique=True)
+    scopes: str = Field(default="", max_length=255)  # space-separated
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked: bool = False
+    created_at: datetime = _ts()
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()
+
+
+class CiJobToken(SQLModel, table=True):
+    """A CI job's token (`glcbt-…`): acts as the job's user until the job ends or expires."""
+
+    __tablename__ = "ci_job_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    group_id: int = Field(foreign_key="groups.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    token_digest: str = Field(max_length=64, unique=True)
+    expires_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
 
 
 class Group(SQLModel, table=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,6 +15,9 @@ from dproxy_shared.db import SessionFactory, create_engine, session_factory
 from dproxy_shared.jwt_tokens import Claims
 from dproxy_shared.settings import Settings
 from dproxy_shared.storage import BlobStore, open_blob_store
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class TokenVerifier(Protocol):
@@ -28,16 +31,25 @@ class Runtime:
     sessions: SessionFactory
     store: BlobStore
     coordination: Coordination
+    redis: Redis | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        redis: Redis | None = None
+        if settings.redis_url:
+            from dproxy_shared.coordination_redis import redis_coordination
+
+            coordination, redis = redis_coordination(settings.redis_url)
+        else:
+            coordination = Coordination.in_process()
         return cls(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
             store=open_blob_store(settings),
-            coordination=Coordination.in_process(),
+            coordination=coordination,
+            redis=redis,
         )
 
     @asynccontextmanager
@@ -57,3 +69,5 @@ class Runtime:
     async def close(self) -> None:
         await self.store.close()
         await self.engine.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()

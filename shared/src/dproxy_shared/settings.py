@@ -28,6 +28,16 @@ class Settings(BaseSettings):
     s3_endpoint: str = ""
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")
+    s3_region: str = ""
+    s3_public_endpoint: str = Field(
+        "", description="Endpoint clients reach for presigned URLs, when not DPROXY_S3_ENDPOINT"
+    )
+    storage_redirect: bool = Field(
+        False, description="Redirect cached blob GETs to presigned storage URLs"
+    )
+    storage_redirect_expires: float = Field(
+        600.0, gt=0, le=7 * 24 * 3600, description="Lifetime of a presigned blob URL (seconds)"
+    )
     upstream_url: str = DOCKER_HUB
     upstream_username: str = ""
     upstream_password: SecretStr = SecretStr("")
@@ -37,10 +47,20 @@ class Settings(BaseSettings):
     manifest_revalidate_after: float = Field(60.0, ge=0)
     manifest_max_bytes: int = 4 * 1024 * 1024
     fill_timeout: float = Field(3600.0, gt=0, description="Upper bound for one blob download")
+    fill_lease_seconds: float = Field(
+        30.0, ge=1, description="A fetch's lease; a crashed fetcher's lease frees itself then"
+    )
+    db_pool_size: int = Field(5, ge=1, description="Database connections per process")
     auth_url: str = Field("", description="Split mode: internal base URL of the auth service")
     fetcher_url: str = Field("", description="Split mode: internal base URL of the fetcher")
     jwt_key_file: Path | None = Field(None, description="PEM EC P-256 key; generated if missing")
     jwt_issuer: str = "dproxy"
+    auth_failure_limit: int = Field(30, ge=1, description="Failed logins that ban an address")
+    auth_failure_window: float = Field(180.0, gt=0, description="Seconds failures are counted")
+    auth_ban_seconds: float = Field(3600.0, gt=0, description="How long a ban lasts")
+    actor_recheck_seconds: float = Field(
+        5.0, ge=0, le=10, description="How long /v2 trusts a credential check"
+    )
     log_level: str = "info"
 
     @model_validator(mode="after")

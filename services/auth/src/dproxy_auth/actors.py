@@ -1,63 +1,69 @@
-"""Who is calling: credentials from `/jwt/auth` or the API resolved to an actor."""
+"""Resolving credentials (Basic auth at `/jwt/auth`, tokens on the API) to an actor.
+
+The validity rules themselves live in `dproxy_shared.access`, shared with the registry.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+import hmac
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dproxy_auth.passwords import PasswordVerifier
-from dproxy_auth.tokens import PERSONAL_ACCESS_TOKEN_PREFIX, REGISTRY_PULL_SCOPES
-from dproxy_shared.models import PersonalAccessToken, User
-from dproxy_shared.repositories import users
+from dproxy_auth.tokens import (
+    DEPLOY_TOKEN_PREFIX,
+    JOB_TOKEN_PREFIX,
+    JOB_TOKEN_USERNAME,
+    PERSONAL_ACCESS_TOKEN_PREFIX,
+)
+from dproxy_shared import access
+from dproxy_shared.access import Actor
+from dproxy_shared.repositories import tokens, users
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
-    user: User
-    via_token: PersonalAccessToken | None = None
-
-    @property
-    def subject(self) -> str:
-        """The JWT `sub`: names the actor, never carries a secret."""
-        if self.via_token is not None:
-            return f"personal_access_token:{self.via_token.id}"
-        return f"user:{self.user.id}"
-
-
-async def from_password_or_token(
-    session: AsyncSession,
-    username: str,
-    secret: str,
-    *,
-    registry: bool,
-    passwords: PasswordVerifier,
+async def from_basic_credentials(
+    session: AsyncSession, username: str, secret: str, *, passwords: PasswordVerifier
 ) -> Actor | None:
-    """Basic credentials: a personal access token (any username, as GitLab) or a password."""
+    """Registry login: a token of any kind (by its GitLab prefix), else a password."""
+    if username == JOB_TOKEN_USERNAME or secret.startswith(JOB_TOKEN_PREFIX):
+        return await from_job_token(session, username, secret)
+    if secret.startswith(DEPLOY_TOKEN_PREFIX):
+        return await from_deploy_token(session, username, secret)
     if secret.startswith(PERSONAL_ACCESS_TOKEN_PREFIX):
-        actor = await from_personal_access_token(session, secret)
-        if actor is not None:
-            token_scopes = set(actor.via_token.scope_list if actor.via_token else [])
-            if not registry or token_scopes & REGISTRY_PULL_SCOPES:
-                return actor
-            return None
+        # Any username goes with a personal access token, as in GitLab.
+        return await from_personal_access_token(session, secret)
+    return await from_password(session, username, secret, passwords=passwords)
+
+
+async def from_password(
+    session: AsyncSession, username: str, password: str, *, passwords: PasswordVerifier
+) -> Actor | None:
     user = await users.get_by_username(session, username)
     # Verified even for unknown users, so timing does not tell which usernames exist.
-    valid = await passwords.verify(user.password_hash if user else None, secret)
-    if user is None or not valid or user.state != "active" or user.bot:
+    valid = await passwords.verify(user.password_hash if user else None, password)
+    if user is None or not valid or user.bot:
         return None
-    return Actor(user)
+    return access.for_user(user)
 
 
 async def from_personal_access_token(session: AsyncSession, secret: str) -> Actor | None:
-    token = await users.find_personal_access_token(session, secret)
-    if token is None or token.revoked:
+    token = await tokens.find_personal_access_token(session, secret)
+    actor = await access.for_personal_access_token(session, token) if token else None
+    if token is not None and actor is not None:
+        await tokens.mark_used(session, token)
+    return actor
+
+
+async def from_deploy_token(session: AsyncSession, username: str, secret: str) -> Actor | None:
+    token = await tokens.find_deploy_token(session, secret)
+    # GitLab requires the deploy token's own username alongside it.
+    if token is None or not hmac.compare_digest(token.username.encode(), username.encode()):
         return None
-    if token.expires_at is not None and token.expires_at <= date.today():
+    return access.for_deploy_token(token)
+
+
+async def from_job_token(session: AsyncSession, username: str, secret: str) -> Actor | None:
+    if username != JOB_TOKEN_USERNAME:
         return None
-    user = await users.get(session, token.user_id)
-    if user is None or user.state != "active":
-        return None
-    await users.mark_token_used(session, token)
-    return Actor(user, token)
+    token = await tokens.find_job_token(session, secret)
+    return await access.for_job_token(session, token) if token else None

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from dproxy_auth import actors
-from dproxy_auth.actors import Actor
+from dproxy_auth.brute_force import BruteForceGuard
 from dproxy_auth.errors import ApiError
 from dproxy_auth.passwords import PasswordVerifier
+from dproxy_shared.access import Actor
 from dproxy_shared.jwt_tokens import SigningKey
+from dproxy_shared.models import User
 from dproxy_shared.runtime import Runtime
 
 
@@ -38,36 +42,72 @@ async def get_session(
         yield session
 
 
+async def get_guard(
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> BruteForceGuard:
+    """The caller's brute-force state; a banned address is refused before anything else."""
+    guard = BruteForceGuard(runtime, request.client.host if request.client else "unknown")
+    await guard.refuse_if_banned()
+    return guard
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SigningKeyDep = Annotated[SigningKey, Depends(get_signing_key)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the unit of work commits when the endpoint returns, before the response
+# is sent, so a client that acts on a 2xx always sees its change (and a failed commit is a
+# 500, not a 2xx that silently lost the write).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PasswordsDep = Annotated[PasswordVerifier, Depends(get_password_verifier)]
+GuardDep = Annotated[BruteForceGuard, Depends(get_guard)]
 
 
-async def get_current_actor(
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An API caller: a user, through one of their personal (or group) access tokens."""
+
+    user: User
+    actor: Actor
+
+    @property
+    def admin(self) -> bool:
+        return self.user.admin
+
+
+_private_token = APIKeyHeader(name="PRIVATE-TOKEN", auto_error=False)
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def get_caller(
     session: SessionDep,
-    private_token: Annotated[str | None, Header(alias="PRIVATE-TOKEN")] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Actor:
+    guard: GuardDep,
+    private_token: Annotated[str | None, Security(_private_token)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Caller:
     """`PRIVATE-TOKEN: <pat>` or `Authorization: Bearer <pat>`, as GitLab's API takes them."""
-    secret = private_token
-    if secret is None and authorization and authorization.lower().startswith("bearer "):
-        secret = authorization[7:].strip()
-    if not secret:
+    secret = private_token or (bearer.credentials if bearer else None)
+    actor = await actors.from_personal_access_token(session, secret) if secret else None
+    if actor is None or actor.user is None or not actor.scopes & {"api", "read_api"}:
+        if secret:
+            await guard.record_failure()
         raise ApiError(401, "401 Unauthorized")
-    actor = await actors.from_personal_access_token(session, secret)
-    if actor is None or actor.via_token is None or "api" not in actor.via_token.scope_list:
-        raise ApiError(401, "401 Unauthorized")
-    return actor
+    return Caller(actor.user, actor)
 
 
-CurrentActor = Annotated[Actor, Depends(get_current_actor)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_admin(actor: CurrentActor) -> Actor:
-    if not actor.user.admin:
+async def get_writer(caller: CallerDep, request: Request) -> Caller:
+    """`read_api` tokens may only read."""
+    if request.method not in ("GET", "HEAD") and "api" not in caller.actor.scopes:
+        raise ApiError(403, "403 Forbidden - insufficient_scope")
+    return caller
+
+
+async def get_admin(caller: CallerDep) -> Caller:
+    if not caller.admin:
         raise ApiError(403, "403 Forbidden")
-    return actor
+    return caller
 
 
-AdminActor = Annotated[Actor, Depends(get_admin)]
+WriterDep = Annotated[Caller, Depends(get_writer)]
+AdminDep = Annotated[Caller, Depends(get_admin)]

@@ -58,10 +58,11 @@ class BlobFill:
         self,
         *,
         lease: Lease,
+        lease_seconds: float,
         timeout: float,
         on_commit: Callable[[BlobFill], Awaitable[None]],
     ) -> None:
-        renewer = asyncio.create_task(_keep_renewed(lease))
+        renewer = asyncio.create_task(_keep_renewed(lease, every=lease_seconds / 3))
         try:
             async with asyncio.timeout(timeout):
                 async for chunk in self._response.aiter_raw(CHUNK_SIZE):
@@ -118,10 +119,10 @@ class BlobFill:
             await changed.wait()
 
 
-async def _keep_renewed(lease: Lease) -> None:
+async def _keep_renewed(lease: Lease, every: float) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         while True:
-            await asyncio.sleep(10)
+            await asyncio.sleep(every)
             if not await lease.renew():
                 log.warning("lost the fill lease; another replica may start the same download")
                 return

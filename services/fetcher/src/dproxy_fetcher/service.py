@@ -8,6 +8,7 @@ decides the leader and the others wait for its completion notice, then read stor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +28,13 @@ from dproxy_shared.oci.errors import ErrorCode, RegistryError
 from dproxy_shared.oci.reference import ImageName, Reference
 from dproxy_shared.repositories import cache
 from dproxy_shared.runtime import Runtime
+from dproxy_shared.storage import BlobNotFound
 from dproxy_shared.storage.base import put_bytes
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 30.0
+# How long a fetched tag's digest is offered to replicas that waited for the same fetch.
+RESULT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +158,7 @@ class FetcherService:
         self, key: str, flight: _ManifestFlight, repository: str, reference: Reference
     ) -> _Fetched:
         try:
-            fetched = await self._download_manifest(repository, reference)
-            await put_bytes(self._runtime.store, fetched.body, Digest.parse(fetched.digest))
+            fetched = await self._manifest_once(key, repository, reference)
             async with self._runtime.session() as session:
                 for group_id in flight.group_ids:
                     await cache.save_manifest(
@@ -171,6 +173,42 @@ class FetcherService:
             return fetched
         finally:
             self._manifest_flights.pop(key, None)
+
+    async def _manifest_once(self, key: str, repository: str, reference: Reference) -> _Fetched:
+        """Download the manifest, or take what another replica just downloaded.
+
+        The leader leaves `digest media-type` under `manifest-result:<key>` for a little while
+        before it releases its lease, so a replica that waited never fetches it a second time.
+        """
+        coordination = self._runtime.coordination
+        result_key = f"manifest-result:{key}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._runtime.settings.upstream_read_timeout * 2
+        while True:
+            if (recent := await coordination.cache.get(result_key)) is not None:
+                digest, _, media_type = recent.partition(" ")
+                with contextlib.suppress(BlobNotFound):
+                    body = await self._runtime.store.read_bytes(Digest.parse(digest))
+                    COALESCED.labels("manifest").inc()
+                    return _Fetched(body, digest, media_type)
+            lease = await coordination.locks.try_acquire(
+                f"manifest:{key}", self._runtime.settings.fill_lease_seconds
+            )
+            if lease is not None:
+                break
+            if loop.time() > deadline:
+                raise RegistryError(ErrorCode.GATEWAY_TIMEOUT, f"{key}: waited too long")
+            await coordination.notifier.wait(f"manifest:{key}", timeout=0.5)
+        try:
+            fetched = await self._download_manifest(repository, reference)
+            await put_bytes(self._runtime.store, fetched.body, Digest.parse(fetched.digest))
+            await coordination.cache.set(
+                result_key, f"{fetched.digest} {fetched.media_type}", ttl=RESULT_SECONDS
+            )
+        finally:
+            await lease.release()
+            await coordination.notifier.publish(f"manifest:{key}", "done")
+        return fetched
 
     async def _download_manifest(self, repository: str, reference: Reference) -> _Fetched:
         what = f"manifest {repository}:{reference}"
@@ -291,7 +329,9 @@ class FetcherService:
         coordination = self._runtime.coordination
         deadline = asyncio.get_running_loop().time() + self._runtime.settings.fill_timeout
         while asyncio.get_running_loop().time() < deadline:
-            lease = await coordination.locks.try_acquire(f"fill:{digest}", LEASE_SECONDS)
+            lease = await coordination.locks.try_acquire(
+                f"fill:{digest}", self._runtime.settings.fill_lease_seconds
+            )
             if lease is not None:
                 if await self._runtime.store.stat(digest) is None:
                     return lease
@@ -312,7 +352,7 @@ class FetcherService:
             if response.status_code != 200:
                 raise from_upstream_status(response, what, ErrorCode.BLOB_UNKNOWN)
             length = response.headers.get("content-length", "")
-            writer = await self._runtime.store.writer()
+            writer = await self._runtime.store.writer(digest)
         except BaseException:
             await response.aclose()
             raise
@@ -327,8 +367,12 @@ class FetcherService:
                     )
 
         try:
+            settings = self._runtime.settings
             await fill.run(
-                lease=lease, timeout=self._runtime.settings.fill_timeout, on_commit=record
+                lease=lease,
+                lease_seconds=settings.fill_lease_seconds,
+                timeout=settings.fill_timeout,
+                on_commit=record,
             )
         finally:
             self._blob_fills.pop(str(fill.digest), None)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dproxy_shared import access
 from dproxy_shared.jwt_tokens import Claims, InvalidToken
+from dproxy_shared.models import Group
 from dproxy_shared.oci.errors import ErrorCode, RegistryError
-from dproxy_shared.runtime import TokenVerifier
+from dproxy_shared.runtime import Runtime, TokenVerifier
 from dproxy_shared.settings import Settings
 
 SERVICE = "dependency_proxy"
@@ -53,3 +55,32 @@ def name_unknown(repository: str) -> RegistryError:
         "the Guest role on the group, or a deploy token of the group or an ancestor)",
         detail={"name": repository},
     )
+
+
+async def recheck_actor(runtime: Runtime, subject: str, group: Group, repository: str) -> None:
+    """Is the credential behind the JWT still valid, and may it still read the group?
+
+    The answer is cached for `actor_recheck_seconds` (at most 10), so a token revoked, expired
+    or blocked after its JWT was issued stops working within that time, at one lookup per
+    actor and group per period rather than one per request.
+    """
+    key = f"actor-check:{subject}:{group.id}"
+    cache = runtime.coordination.cache
+    verdict = await cache.get(key)
+    if verdict is None:
+        async with runtime.session() as session:
+            actor = await access.from_subject(session, subject)
+            if actor is None:
+                verdict = "invalid"
+            else:
+                verdict = "ok" if await access.can_pull(session, actor, group) else "denied"
+        if runtime.settings.actor_recheck_seconds > 0:
+            await cache.set(key, verdict, ttl=runtime.settings.actor_recheck_seconds)
+    if verdict == "invalid":
+        raise RegistryError(
+            ErrorCode.UNAUTHORIZED,
+            "the credential behind this token was revoked, has expired, or its user is blocked",
+            headers=challenge(runtime.settings, repository),
+        )
+    if verdict == "denied":
+        raise name_unknown(repository)

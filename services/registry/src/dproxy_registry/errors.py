@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,12 +19,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RegistryError)
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
         return JSONResponse(exc.envelope(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if request.url.path.startswith("/v2"):
-            return JSONResponse(envelope(ErrorCode.NAME_INVALID, "invalid request"), 400)
-        return JSONResponse({"message": str(exc.errors()[:3])}, 400)
 
     app.add_middleware(ApiVersionHeader)
 
@@ -47,3 +40,8 @@ class ApiVersionHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_header)
+
+
+def validation_response() -> JSONResponse:
+    """Malformed `/v2` requests, in the registry's error format."""
+    return JSONResponse(envelope(ErrorCode.NAME_INVALID, "invalid request"), status_code=400)

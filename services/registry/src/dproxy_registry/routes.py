@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
-from dproxy_registry.auth import authenticate, name_unknown
+from dproxy_registry.auth import authenticate, name_unknown, recheck_actor
 from dproxy_registry.ranges import UnsatisfiableRange, parse_range
 from dproxy_shared import cache_lookup
 from dproxy_shared.fetching import Fetcher, ManifestResult
 from dproxy_shared.metrics import BYTES_SERVED, CACHE_REQUESTS
+from dproxy_shared.models import Group
 from dproxy_shared.oci import media_types
 from dproxy_shared.oci.digest import Digest
 from dproxy_shared.oci.errors import ErrorCode, RegistryError
@@ -56,11 +58,14 @@ async def pull(
     )
     if not claims.allows(target.name.repository, "pull"):
         raise name_unknown(target.name.repository)
+    group = await _group(runtime, target.name)
+    await recheck_actor(runtime, claims.subject, group, target.name.repository)
+    assert group.id is not None
     pull = _Pull(
         runtime=runtime,
         fetcher=request.app.state.fetcher,
         target=target,
-        group_id=await _group_id(runtime, target.name),
+        group_id=group.id,
         token=token,
         request=request,
     )
@@ -74,7 +79,7 @@ async def read_only() -> Response:
     raise RegistryError(ErrorCode.UNSUPPORTED, "the dependency proxy is read-only")
 
 
-async def _group_id(runtime: Runtime, name: ImageName) -> int:
+async def _group(runtime: Runtime, name: ImageName) -> Group:
     async with runtime.session() as session:
         settings = await groups.application_settings(session)
         if not settings.dependency_proxy_enabled:
@@ -84,7 +89,7 @@ async def _group_id(runtime: Runtime, name: ImageName) -> int:
         group = await groups.get_by_full_path(session, name.group_path)
         if group is None or group.id is None or not await groups.proxy_enabled(session, group.id):
             raise name_unknown(name.repository)
-        return group.id
+        return group
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ async def _blob(pull: _Pull) -> Response:
     size = await cache_lookup.find_blob(pull.runtime, group_id=pull.group_id, digest=digest)
     if size is not None:
         CACHE_REQUESTS.labels("blob", "hit").inc()
+        if not pull.head and (location := await _redirect(pull.runtime, digest)):
+            return Response(status_code=307, headers={**headers, "Location": location})
         return _cached_blob(
             pull.runtime, digest, size, pull.head, headers, pull.request.headers.get("range")
         )
@@ -169,6 +176,17 @@ async def _blob(pull: _Pull) -> Response:
         return Response(media_type=media_types.OCTET_STREAM, headers=headers)
     return StreamingResponse(
         _counted(result.chunks, "upstream"), media_type=media_types.OCTET_STREAM, headers=headers
+    )
+
+
+async def _redirect(runtime: Runtime, digest: Digest) -> str | None:
+    """With `DPROXY_STORAGE_REDIRECT`, cached blobs are fetched from object storage directly:
+    the bytes then never pass through the registry."""
+    settings = runtime.settings
+    if not settings.storage_redirect:
+        return None
+    return await runtime.store.redirect_url(
+        digest, timedelta(seconds=settings.storage_redirect_expires)
     )
 
 

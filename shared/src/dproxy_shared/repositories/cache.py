@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -125,3 +126,30 @@ async def touch_blob(session: AsyncSession, blob_id: int) -> None:
         .where(col(DependencyProxyBlob.id) == blob_id)
         .values(read_at=utcnow())
     )
+
+
+async def purge_in_progress(session: AsyncSession, group_id: int) -> bool:
+    """A purge runs until cleanup has processed every row it marked."""
+    marked = (CacheStatus.PENDING_DESTRUCTION, CacheStatus.PROCESSING)
+    for table in (DependencyProxyManifest, DependencyProxyBlob):
+        result = await session.exec(
+            select(table.id)
+            .where(table.group_id == group_id, col(table.status).in_(marked))
+            .limit(1)
+        )
+        if result.first() is not None:
+            return True
+    return False
+
+
+async def mark_group_for_destruction(session: AsyncSession, group_id: int) -> int:
+    """Every active row of the group → pending_destruction; returns how many."""
+    marked = 0
+    for table in (DependencyProxyManifest, DependencyProxyBlob):
+        result = await session.execute(
+            update(table)
+            .where(col(table.group_id) == group_id, col(table.status) == CacheStatus.DEFAULT)
+            .values(status=CacheStatus.PENDING_DESTRUCTION, updated_at=utcnow())
+        )
+        marked += cast(CursorResult[Any], result).rowcount or 0
+    return marked

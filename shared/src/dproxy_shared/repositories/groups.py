@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import ColumnElement, delete, exists, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -12,7 +14,9 @@ from dproxy_shared.models import (
     DependencyProxyGroupSetting,
     Group,
     GroupMember,
+    User,
 )
+from dproxy_shared.repositories._paging import Window, page
 
 
 async def get(session: AsyncSession, group_id: int) -> Group | None:
@@ -112,3 +116,117 @@ async def direct_members(session: AsyncSession, group_id: int) -> list[GroupMemb
         select(GroupMember).where(GroupMember.group_id == group_id).order_by(col(GroupMember.id))
     )
     return list(result.all())
+
+
+def _active_membership() -> ColumnElement[bool]:
+    return or_(col(GroupMember.expires_at).is_(None), col(GroupMember.expires_at) > date.today())
+
+
+def _within(path: Any, ancestor_path: Any) -> ColumnElement[bool]:
+    """`path` is `ancestor_path` or below it. A prefix comparison, not LIKE: paths may hold `_`."""
+    prefix = ancestor_path + "/"
+    return or_(path == ancestor_path, func.substr(path, 1, func.length(prefix)) == prefix)
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    window: Window,
+    visible_to: int | None = None,
+    parent_id: int | None = None,
+    top_level_only: bool = False,
+    search: str | None = None,
+) -> tuple[list[Group], int]:
+    """Groups by full path. `visible_to` (a user id) keeps those where the user is a member of
+    the group or an ancestor; None means every group (admins)."""
+    query = select(Group).order_by(col(Group.full_path))
+    if visible_to is not None:
+        ancestor = aliased(Group)
+        query = query.where(
+            exists().where(
+                col(GroupMember.user_id) == visible_to,
+                col(GroupMember.group_id) == ancestor.id,
+                _active_membership(),
+                _within(col(Group.full_path), ancestor.full_path),
+            )
+        )
+    if parent_id is not None:
+        query = query.where(Group.parent_id == parent_id)
+    if top_level_only:
+        query = query.where(col(Group.parent_id).is_(None))
+    if search:
+        needle = search.lower()
+        query = query.where(
+            or_(
+                col(Group.full_path).contains(needle, autoescape=True),
+                func.lower(col(Group.name)).contains(needle, autoescape=True),
+            )
+        )
+    return await page(session, query, window)
+
+
+async def subtree_ids(session: AsyncSession, group: Group) -> list[int]:
+    """The group's id and those of all its descendants."""
+    result = await session.exec(
+        select(Group.id).where(_within(col(Group.full_path), group.full_path))
+    )
+    return [group_id for group_id in result.all() if group_id is not None]
+
+
+async def rename(session: AsyncSession, group: Group, name: str) -> None:
+    group.name = name
+    session.add(group)
+    await session.flush()
+
+
+async def delete_group(session: AsyncSession, group: Group) -> None:
+    """Delete the group; the database cascades to subgroups, members, tokens and cache rows."""
+    await session.execute(delete(Group).where(col(Group.id) == group.id))
+
+
+async def get_member(session: AsyncSession, *, group_id: int, user_id: int) -> GroupMember | None:
+    result = await session.exec(
+        select(GroupMember).where(GroupMember.group_id == group_id, GroupMember.user_id == user_id)
+    )
+    return result.first()
+
+
+async def save_member(session: AsyncSession, member: GroupMember) -> None:
+    session.add(member)
+    await session.flush()
+
+
+async def remove_member(session: AsyncSession, member: GroupMember) -> None:
+    await session.delete(member)
+    await session.flush()
+
+
+async def members_page(
+    session: AsyncSession, *, group_id: int, window: Window
+) -> tuple[list[tuple[GroupMember, User]], int]:
+    """Direct members of a group with their users, oldest membership first."""
+    query = (
+        select(GroupMember, User)
+        .join(User, col(User.id) == GroupMember.user_id)
+        .where(GroupMember.group_id == group_id)
+        .order_by(col(GroupMember.id))
+    )
+    return await page(session, query, window)
+
+
+async def active_memberships(
+    session: AsyncSession, group_ids: list[int]
+) -> list[tuple[GroupMember, User]]:
+    """Unexpired memberships on any of these groups, with their users."""
+    result = await session.exec(
+        select(GroupMember, User)
+        .join(User, col(User.id) == GroupMember.user_id)
+        .where(col(GroupMember.group_id).in_(group_ids), _active_membership())
+        .order_by(col(GroupMember.id))
+    )
+    return list(result.all())
+
+
+async def save_application_settings(session: AsyncSession, setting: ApplicationSetting) -> None:
+    session.add(setting)
+    await session.flush()

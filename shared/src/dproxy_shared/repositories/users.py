@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import hashlib
-from datetime import date
-
+from sqlalchemy import func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dproxy_shared.models import PersonalAccessToken, User, utcnow
+from dproxy_shared.models import User
+from dproxy_shared.repositories._paging import Window, page
 
 
 async def get(session: AsyncSession, user_id: int) -> User | None:
@@ -43,42 +42,43 @@ async def create(
     return user
 
 
-def token_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+async def set_state(session: AsyncSession, user: User, state: str) -> None:
+    user.state = state
+    session.add(user)
+    await session.flush()
 
 
-async def create_personal_access_token(
+async def delete(session: AsyncSession, user: User) -> None:
+    await session.delete(user)
+    await session.flush()
+
+
+async def list_page(
     session: AsyncSession,
     *,
-    user_id: int,
-    name: str,
-    secret: str,
-    scopes: list[str],
-    expires_at: date | None,
-) -> PersonalAccessToken:
-    token = PersonalAccessToken(
-        user_id=user_id,
-        name=name,
-        token_digest=token_digest(secret),
-        scopes=" ".join(sorted(set(scopes))),
-        expires_at=expires_at,
-    )
-    session.add(token)
+    window: Window,
+    username: str | None = None,
+    search: str | None = None,
+) -> tuple[list[User], int]:
+    """Users by id; `username` matches exactly, `search` anywhere in username, name or email."""
+    query = select(User).order_by(col(User.id))
+    if username is not None:
+        query = query.where(User.username == username.lower())
+    if search:
+        needle = search.lower()
+        query = query.where(
+            or_(
+                col(User.username).contains(needle, autoescape=True),
+                func.lower(col(User.name)).contains(needle, autoescape=True),
+                func.lower(col(User.email)).contains(needle, autoescape=True),
+            )
+        )
+    return await page(session, query, window)
+
+
+async def create_bot(session: AsyncSession, *, username: str, name: str) -> User:
+    """A bot user (behind a group access token): no password, so it can never log in."""
+    user = User(username=username.lower(), name=name, password_hash=None, bot=True)
+    session.add(user)
     await session.flush()
-    return token
-
-
-async def find_personal_access_token(
-    session: AsyncSession, secret: str
-) -> PersonalAccessToken | None:
-    """The token whose secret this is, found by the digest's unique index."""
-    result = await session.exec(
-        select(PersonalAccessToken).where(PersonalAccessToken.token_digest == token_digest(secret))
-    )
-    return result.first()
-
-
-async def mark_token_used(session: AsyncSession, token: PersonalAccessToken) -> None:
-    token.last_used_at = utcnow()
-    session.add(token)
-    await session.flush()
+    return user

@@ -14,6 +14,7 @@ hash matches; a half-written or mismatched object is never visible under a diges
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Protocol
 
 from dproxy_shared.oci.digest import Digest
@@ -75,7 +76,14 @@ class BlobStore(Protocol):
         """A small object (a manifest) whole."""
         ...
 
-    async def writer(self) -> BlobWriter: ...
+    async def writer(self, expected: Digest | None = None) -> BlobWriter:
+        """A new upload. `expected`, when known, lets a backend stream to its final place
+        (S3 multipart); the digest is verified at commit either way."""
+        ...
+
+    async def redirect_url(self, digest: Digest, expires: timedelta) -> str | None:
+        """A URL clients may fetch the object from directly, or None (local storage)."""
+        ...
 
     async def delete(self, digest: Digest) -> bool: ...
 
@@ -88,7 +96,7 @@ class BlobStore(Protocol):
 
 async def put_bytes(store: BlobStore, data: bytes, digest: Digest) -> None:
     """Store a small object (a manifest) under its digest, verified like any blob."""
-    writer = await store.writer()
+    writer = await store.writer(digest)
     try:
         await writer.write(data)
         await writer.commit(digest)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -60,9 +61,12 @@ class LocalBlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFound(str(digest)) from exc
 
-    async def writer(self) -> LocalBlobWriter:
+    async def writer(self, expected: Digest | None = None) -> LocalBlobWriter:
         path = self._uploads / uuid.uuid4().hex
         return await asyncio.to_thread(LocalBlobWriter.create, self, path)
+
+    async def redirect_url(self, digest: Digest, expires: timedelta) -> str | None:
+        return None  # files are served by dproxy itself
 
     async def delete(self, digest: Digest) -> bool:
         try:

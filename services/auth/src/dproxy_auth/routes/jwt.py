@@ -11,9 +11,10 @@ from fastapi import APIRouter, Form, Header, Query
 from fastapi.responses import JSONResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from dproxy_auth import actors, permissions
-from dproxy_auth.actors import Actor
-from dproxy_auth.deps import PasswordsDep, RuntimeDep, SessionDep, SigningKeyDep
+from dproxy_auth import actors
+from dproxy_auth.deps import GuardDep, PasswordsDep, RuntimeDep, SessionDep, SigningKeyDep
+from dproxy_shared import access
+from dproxy_shared.access import Actor
 from dproxy_shared.jwt_tokens import SigningKey
 from dproxy_shared.oci.errors import ErrorCode, RegistryError, envelope
 from dproxy_shared.oci.reference import ImageName, Scope
@@ -37,6 +38,7 @@ async def token_get(
     session: SessionDep,
     signing_key: SigningKeyDep,
     passwords: PasswordsDep,
+    guard: GuardDep,
     service: Annotated[str, Query()] = SERVICE,
     scope: Annotated[list[str] | None, Query()] = None,
     authorization: Annotated[str | None, Header()] = None,
@@ -47,10 +49,9 @@ async def token_get(
     if authorization:
         credentials = _basic_credentials(authorization)
         if credentials is not None:
-            actor = await actors.from_password_or_token(
-                session, *credentials, registry=True, passwords=passwords
-            )
-        if actor is None:
+            actor = await actors.from_basic_credentials(session, *credentials, passwords=passwords)
+        if actor is None or not actor.may_use_registry():
+            await guard.record_failure()
             return _denied()
     return await _issue(runtime, session, signing_key, actor, scope or [])
 
@@ -61,6 +62,7 @@ async def token_post(
     session: SessionDep,
     signing_key: SigningKeyDep,
     passwords: PasswordsDep,
+    guard: GuardDep,
     grant_type: Annotated[str, Form()],
     service: Annotated[str, Form()] = SERVICE,
     scope: Annotated[str, Form()] = "",
@@ -75,10 +77,9 @@ async def token_post(
             {"error": "unsupported_grant_type", "error_description": "use grant_type=password"},
             status_code=400,
         )
-    actor = await actors.from_password_or_token(
-        session, username, password, registry=True, passwords=passwords
-    )
-    if actor is None:
+    actor = await actors.from_basic_credentials(session, username, password, passwords=passwords)
+    if actor is None or not actor.may_use_registry():
+        await guard.record_failure()
         return _denied()
     return await _issue(runtime, session, signing_key, actor, scope.split())
 
@@ -124,7 +125,7 @@ async def _grant(session: AsyncSession, actor: Actor | None, raw: str) -> Scope 
     settings = await groups.application_settings(session)
     if not settings.dependency_proxy_enabled or not await groups.proxy_enabled(session, group.id):
         return None
-    if not await permissions.can_pull(session, actor, group):
+    if not await access.can_pull(session, actor, group):
         return None
     return Scope(name.repository, ("pull",))
 

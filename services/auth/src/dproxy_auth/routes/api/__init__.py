@@ -1,0 +1,39 @@
+"""The management REST API: GitLab's `/api/v4` paths, field names, status codes and
+pagination, one module per resource. Every route needs a token (`api` or `read_api`); only
+`api` tokens may change anything."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from dproxy_auth.deps import get_writer
+from dproxy_auth.routes.api import (
+    access_tokens,
+    application_settings,
+    dependency_proxy,
+    deploy_tokens,
+    groups,
+    members,
+    personal_access_tokens,
+    users,
+)
+from dproxy_auth.routes.api._routing import ERROR_RESPONSES
+
+router = APIRouter(
+    prefix="/api/v4",
+    dependencies=[Depends(get_writer)],
+    responses=ERROR_RESPONSES,
+)
+for resource in (
+    users,
+    personal_access_tokens,
+    groups,
+    members,
+    deploy_tokens,
+    access_tokens,
+    application_settings,
+    dependency_proxy,
+):
+    router.include_router(resource.router)
+
+__all__ = ["router"]
