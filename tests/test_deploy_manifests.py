@@ -84,6 +84,7 @@ DPROXY_SECRET_KEYS = {
     "s3-access-key",
     "s3-secret-key",
     "root-password",
+    "encryption-key",
 }
 # Secrets that prod expects to exist in the cluster already (documented in its kustomization).
 PROD_EXTERNAL_SECRETS = {"dproxy-secrets", "dproxy-jwt-key", "dproxy-tls"}

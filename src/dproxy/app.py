@@ -6,16 +6,20 @@ Split mode swaps the in-process pieces for HTTP ones: the registry reaches the f
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from dproxy_auth import errors as auth_errors
 from dproxy_auth.passwords import PasswordVerifier
@@ -23,6 +27,8 @@ from dproxy_auth.routes import api as auth_api
 from dproxy_auth.routes import jwt as auth_jwt
 from dproxy_auth.service import ensure_root
 from dproxy_fetcher import routes as fetcher_routes
+from dproxy_fetcher.breaker import CircuitBreaker
+from dproxy_fetcher.cleanup import Cleanup
 from dproxy_fetcher.service import FetcherService
 from dproxy_fetcher.upstream import Credentials, UpstreamClient
 from dproxy_registry import errors as registry_errors
@@ -30,6 +36,7 @@ from dproxy_registry import routes as registry_routes
 from dproxy_registry.fetcher_client import HttpFetcher
 from dproxy_shared import health
 from dproxy_shared.jwt_tokens import LocalKeySet, RemoteKeySet, SigningKey
+from dproxy_shared.ratelimit import RateLimitBudget
 from dproxy_shared.runtime import Runtime
 from dproxy_shared.settings import ServiceName, Settings
 
@@ -59,10 +66,8 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
                 signing_key = SigningKey.load_or_create(_key_file(settings))
                 app.state.signing_key = signing_key
                 app.state.password_verifier = PasswordVerifier()
-                password = await ensure_root(runtime)
-                if password:
-                    # Printed once, on the first start; nothing stores it in clear.
-                    print(f"dproxy: created user root with password: {password}", flush=True)
+                bootstrap = asyncio.create_task(_bootstrap(runtime))
+                stack.push_async_callback(_cancel, bootstrap)
             app.state.verifier = (
                 LocalKeySet(signing_key)
                 if signing_key
@@ -85,10 +90,23 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
                         upstream_http,
                         runtime.coordination.cache,
                         _upstream_credentials(settings),
+                        breaker=CircuitBreaker(
+                            urlsplit(settings.upstream_url).netloc,
+                            failures=settings.breaker_failures,
+                            cooldown=settings.breaker_cooldown,
+                        ),
+                        budget=RateLimitBudget(
+                            runtime.coordination.cache,
+                            urlsplit(settings.upstream_url).netloc,
+                            settings.ratelimit_reserve,
+                        ),
                     ),
                 )
                 stack.push_async_callback(fetcher.close)
                 app.state.fetcher = fetcher
+                cleanup = Cleanup(runtime)
+                cleanup.start()
+                stack.push_async_callback(cleanup.stop)
             elif "registry" in services:
                 app.state.fetcher = HttpFetcher(settings.fetcher_url, internal)
             yield
@@ -121,6 +139,28 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
         return auth_errors.validation_response(exc)
 
     return app
+
+
+async def _bootstrap(runtime: Runtime) -> None:
+    """Create `root` on the first start, retrying while the database is unreachable: the
+    service starts anyway, and `/-/readiness` says what is missing meanwhile."""
+    while True:
+        try:
+            password = await ensure_root(runtime)
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("cannot bootstrap the root user yet (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(5)
+            continue
+        if password:
+            # Printed once, on the first start; nothing stores it in clear.
+            print(f"dproxy: created user root with password: {password}", flush=True)
+        return
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _key_file(settings: Settings) -> Path:

@@ -5,6 +5,8 @@ Target group `mx/team`; `mx` is its parent, `mx/other` a sibling, `elsewhere` un
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +69,28 @@ def _deploy_token(dproxy: DproxyServer, group: str) -> dict[str, object]:
     )
     assert isinstance(token, dict)
     return token
+
+
+def _job_token(dproxy: DproxyServer, group: str, user: str, *, finished: bool) -> str:
+    """A CI job's token, as the CI issue's `POST /ci/jobs` will mint it (that API is not
+    there yet): a `glcbt-` secret, stored as its digest."""
+    secret = f"glcbt-{secrets.token_urlsafe(15)}"
+    now = datetime.now(UTC)
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    with sqlite3.connect(dproxy.data_dir / "dproxy.db") as db:
+        db.execute(
+            "INSERT INTO ci_job_tokens (group_id, user_id, token_digest, expires_at, finished_at,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                dproxy.group_ids[group],
+                dproxy.user_ids[user],
+                hashlib.sha256(secret.encode()).hexdigest(),
+                (now + timedelta(hours=1)).strftime(fmt),
+                now.strftime(fmt) if finished else None,
+                now.strftime(fmt),
+            ),
+        )
+    return secret
 
 
 def _age(dproxy: DproxyServer, table: str, token_id: object, value: str) -> None:
@@ -168,6 +192,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamRegistry) 
         ("owner", str(revoked["token"])), str(revoked["token"]), LOGIN_REFUSED, 401
     )
 
+    for name, finished, expect in (
+        ("CI job token of a guest", False, PULL_OK),
+        ("CI job token of a non-member", False, PULL_DENIED),
+        ("finished CI job token", True, LOGIN_REFUSED),
+    ):
+        user = "outsider" if "non-member" in name else "guest"
+        secret = _job_token(dproxy, TARGET, user, finished=finished)
+        # Job tokens pull as `gitlab-ci-token`; they are no API credential.
+        actors[name] = Actor(("gitlab-ci-token", secret), secret, expect, 401)
+
     yield World(dproxy, dproxy.group_ids[TARGET], actors)
     dproxy.stop()
 
@@ -198,6 +232,9 @@ ACTORS = [
     "PAT read_user",
     "expired PAT",
     "revoked PAT",
+    "CI job token of a guest",
+    "CI job token of a non-member",
+    "finished CI job token",
 ]
 
 

@@ -145,7 +145,8 @@ class DproxyServer:
 
     def _wait_live(self, name: str, port: int) -> None:
         process = self._processes[name]
-        deadline = time.monotonic() + 30
+        # Generous: several Python services may be starting at once on a 2-CPU machine.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"dproxy {name} exited: {self.log(name)[-2000:]}")

@@ -174,6 +174,9 @@ class DependencyProxyGroupSetting(SQLModel, table=True):
 
     group_id: int = Field(foreign_key="groups.id", primary_key=True, ondelete="CASCADE")
     enabled: bool = True
+    # Upstream credentials for this group's pulls; the secret is Fernet-encrypted (secrets.py).
+    identity: str | None = Field(default=None, max_length=255)
+    secret_encrypted: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class ApplicationSetting(SQLModel, table=True):
@@ -219,3 +222,15 @@ class DependencyProxyBlob(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     read_at: datetime = _ts()
+
+
+class DependencyProxyImageTtlGroupPolicy(SQLModel, table=True):
+    """A group's TTL policy: cached rows unread for `ttl` days are cleaned up when enabled."""
+
+    __tablename__ = "dependency_proxy_image_ttl_group_policies"
+
+    group_id: int = Field(foreign_key="groups.id", primary_key=True, ondelete="CASCADE")
+    enabled: bool = False
+    ttl: int = 90  # days
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()

@@ -43,6 +43,31 @@ class Settings(BaseSettings):
     upstream_password: SecretStr = SecretStr("")
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 30.0
+    stale_if_missing: float = Field(
+        0.0,
+        ge=0,
+        description="When upstream answers 404 for a cached tag: 0 keeps serving the cached "
+        "copy (stale) forever; N > 0 stops serving it (404) once upstream last confirmed the "
+        "tag more than N seconds ago",
+    )
+    negative_cache_seconds: float = Field(
+        30.0, ge=0, description="How long an upstream 404 for a manifest is remembered; 0: never"
+    )
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Consecutive upstream failures (timeout, connection, 5xx) that "
+        "open an upstream's circuit breaker",
+    )
+    breaker_cooldown: float = Field(
+        30.0, gt=0, description="Seconds an open breaker refuses upstream calls before a probe"
+    )
+    ratelimit_reserve: int = Field(
+        10,
+        ge=0,
+        description="Under this many upstream pulls left in the rate-limit window, "
+        "cached tags are served without revalidation until the window resets",
+    )
     root_password: SecretStr = SecretStr("")
     manifest_revalidate_after: float = Field(60.0, ge=0)
     manifest_max_bytes: int = 4 * 1024 * 1024
@@ -50,11 +75,25 @@ class Settings(BaseSettings):
     fill_lease_seconds: float = Field(
         30.0, ge=1, description="A fetch's lease; a crashed fetcher's lease frees itself then"
     )
+    cleanup_interval: float = Field(
+        60.0, gt=0, description="Seconds between runs of the cache cleanup (TTL, purge)"
+    )
+    cache_max_bytes: int = Field(
+        0, ge=0, description="Evict least recently read objects above this size; 0 = no limit"
+    )
+    cleanup_batch_size: int = Field(100, ge=1, description="Rows one cleanup pass claims")
+    cleanup_concurrency: int = Field(4, ge=1, description="Digests deleted at the same time")
     db_pool_size: int = Field(5, ge=1, description="Database connections per process")
     auth_url: str = Field("", description="Split mode: internal base URL of the auth service")
     fetcher_url: str = Field("", description="Split mode: internal base URL of the fetcher")
     jwt_key_file: Path | None = Field(None, description="PEM EC P-256 key; generated if missing")
     jwt_issuer: str = "dproxy"
+    encryption_key: SecretStr = Field(
+        SecretStr(""),
+        description="Fernet key (urlsafe base64, 32 bytes) encrypting secrets at rest, such as "
+        "groups' upstream credentials; empty: a key file in DATA_DIR, generated on first use "
+        "(split mode: set it, the same on auth and fetcher)",
+    )
     auth_failure_limit: int = Field(30, ge=1, description="Failed logins that ban an address")
     auth_failure_window: float = Field(180.0, gt=0, description="Seconds failures are counted")
     auth_ban_seconds: float = Field(3600.0, gt=0, description="How long a ban lasts")

@@ -13,6 +13,14 @@ def from_upstream_error(exc: UpstreamError, what: str) -> RegistryError:
         return RegistryError(ErrorCode.GATEWAY_TIMEOUT, f"upstream timed out fetching {what}")
     if exc.kind == "connect":
         return RegistryError(ErrorCode.BAD_GATEWAY, f"upstream unreachable fetching {what}")
+    if exc.kind == "open":
+        # Fail fast while the breaker is open, and say when to come back.
+        headers = {"Retry-After": exc.retry_after} if exc.retry_after else {}
+        return RegistryError(
+            ErrorCode.UNAVAILABLE,
+            f"upstream is failing, not contacted for {what} (circuit breaker open); retry later",
+            headers=headers,
+        )
     if exc.status == 429:
         return _too_many(exc.retry_after, what)
     return RegistryError(ErrorCode.BAD_GATEWAY, f"upstream failed fetching {what}: {exc}")

@@ -3,6 +3,19 @@
 Single flight: concurrent requests for the same uncached manifest or blob share one upstream
 GET. Within a process they join the in-flight task; across replicas a lease per digest
 decides the leader and the others wait for its completion notice, then read storage.
+
+Upstream failure policy (SPEC §5): a cached tag is served stale (`Warning: 110`) whatever the
+upstream fault (timeout, connection error, 5xx, 429, 401/403, open circuit breaker), except an
+upstream 404 for a tag upstream last confirmed more than `stale_if_missing` seconds ago (when
+that is not 0). Without a copy the fault becomes the client's error (`errors.py`). Upstream
+404s (and Docker Hub's 401s for missing repositories) of manifests are remembered for
+`negative_cache_seconds`, so a burst of pulls of a missing tag costs one upstream request.
+While the rate-limit budget is low (`dproxy_shared.ratelimit`) cached tags are served without
+revalidation.
+
+A group with upstream credentials of its own pulls with them (one `UpstreamClient` per
+credentials), and is served objects other groups cached only after an upstream HEAD with its
+credentials succeeds: caching must not widen what its credentials can read.
 """
 
 from __future__ import annotations
@@ -11,22 +24,30 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from dproxy_fetcher.errors import from_upstream_error, from_upstream_status
 from dproxy_fetcher.fill import BlobFill
-from dproxy_fetcher.upstream import UpstreamClient, UpstreamError
+from dproxy_fetcher.upstream import Credentials, UpstreamClient, UpstreamError
 from dproxy_shared import cache_lookup
 from dproxy_shared.coordination import Lease
+from dproxy_shared.crypto import SecretBox
 from dproxy_shared.fetching import BlobResult, ManifestResult
-from dproxy_shared.metrics import COALESCED, STALE_SERVES
+from dproxy_shared.metrics import (
+    COALESCED,
+    DIGEST_MISMATCHES,
+    NEGATIVE_CACHE_HITS,
+    STALE_SERVES,
+)
+from dproxy_shared.models import utcnow
 from dproxy_shared.oci import media_types
 from dproxy_shared.oci.digest import Digest
 from dproxy_shared.oci.errors import ErrorCode, RegistryError
 from dproxy_shared.oci.reference import ImageName, Reference
-from dproxy_shared.repositories import cache
+from dproxy_shared.repositories import cache, groups, lifecycle
 from dproxy_shared.runtime import Runtime
 from dproxy_shared.storage import BlobNotFound
 from dproxy_shared.storage.base import put_bytes
@@ -35,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # How long a fetched tag's digest is offered to replicas that waited for the same fetch.
 RESULT_SECONDS = 10.0
+# Upstream answers that mean "no such manifest" (Docker Hub says 401 for missing repositories).
+MISSING_STATUSES = (401, 403, 404)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +77,9 @@ class FetcherService:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient) -> None:
         self._runtime = runtime
         self._upstream = upstream
+        # One client per group credentials (token cache keyed by their fingerprint).
+        self._clients: dict[str, UpstreamClient] = {}
+        self._secrets = SecretBox(runtime.settings)
         self._blob_fills: dict[str, asyncio.Task[BlobFill | None]] = {}
         self._manifest_flights: dict[str, _ManifestFlight] = {}
         # Strong references: the event loop only keeps weak ones to tasks.
@@ -70,20 +96,63 @@ class FetcherService:
         self, *, group_id: int, name: ImageName, reference: Reference, head: bool, token: str
     ) -> ManifestResult:
         repository = name.upstream_repository
+        client, own = await self._client(group_id)
         cached = await cache_lookup.find_manifest(
-            self._runtime, group_id=group_id, repository=repository, reference=reference
+            self._runtime,
+            group_id=group_id,
+            repository=repository,
+            reference=reference,
+            adopt=not own,
         )
+        # Another group's copy is served only once upstream confirms this group's access.
+        if (
+            cached is None
+            and own
+            and reference.digest is not None
+            and await self._runtime.store.stat(reference.digest) is not None
+        ):
+            await self._head_manifest(client, repository, reference)
+            cached = await cache_lookup.find_manifest(
+                self._runtime, group_id=group_id, repository=repository, reference=reference
+            )
         if cached is not None and cached.fresh:
             return cached.result(head=head)
         if cached is not None:
-            return await self._revalidate(group_id, repository, reference, cached, head)
+            budget = client.budget
+            if budget is not None and await budget.low():
+                # Save the upstream's pulls for what is not cached at all.
+                STALE_SERVES.labels("ratelimit").inc()
+                return cached.result(head=head, stale=True)
+            return await self._revalidate(client, group_id, repository, reference, cached, head)
+        await self._check_missing(client, repository, reference)
         if head:
-            return await self._head_manifest(repository, reference)
-        fetched = await self._fetch_manifest(group_id, repository, reference)
+            return await self._head_manifest(client, repository, reference)
+        fetched = await self._fetch_manifest(client, group_id, repository, reference)
         return ManifestResult(fetched.digest, fetched.media_type, len(fetched.body), fetched.body)
+
+    async def _client(self, group_id: int) -> tuple[UpstreamClient, bool]:
+        """The upstream client for the group's pulls, and whether the group has its own
+        credentials (then other groups' cached objects need an upstream confirmation)."""
+        async with self._runtime.session() as session:
+            setting = await groups.proxy_setting(session, group_id)
+        if not setting.identity or not setting.secret_encrypted:
+            return self._upstream, False
+        try:
+            secret = self._secrets.decrypt(setting.secret_encrypted)
+        except ValueError as exc:
+            raise RegistryError(
+                ErrorCode.BAD_GATEWAY, f"the group's upstream credentials are unusable: {exc}"
+            ) from exc
+        credentials = Credentials(setting.identity, secret)
+        client = self._clients.get(credentials.fingerprint)
+        if client is None:
+            client = self._upstream.with_credentials(credentials)
+            self._clients[credentials.fingerprint] = client
+        return client, True
 
     async def _revalidate(
         self,
+        client: UpstreamClient,
         group_id: int,
         repository: str,
         reference: Reference,
@@ -93,11 +162,17 @@ class FetcherService:
         """HEAD upstream (free on Docker Hub's rate limit); GET only when the tag moved."""
         what = f"{repository}:{reference}"
         try:
-            response = await self._head_upstream_manifest(repository, reference)
+            response = await self._head_upstream_manifest(client, repository, reference)
         except UpstreamError as exc:
             STALE_SERVES.labels(exc.kind).inc()
             log.info("serving %s stale: %s", what, exc)
             return cached.result(head=head, stale=True)
+        if response.status_code == 404 and self._gone_too_long(cached):
+            await self._remember_missing(client, repository, reference)
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest {what} no longer exists upstream",
+            )
         if response.status_code != 200:
             STALE_SERVES.labels(str(response.status_code)).inc()
             log.info("serving %s stale: upstream HEAD answered %s", what, response.status_code)
@@ -112,23 +187,68 @@ class FetcherService:
         if head:
             # The tag moved; a HEAD is answered from upstream's HEAD, without a (counted) GET.
             return _head_result(response, what)
-        fetched = await self._fetch_manifest(group_id, repository, reference)
+        try:
+            fetched = await self._fetch_manifest(client, group_id, repository, reference)
+        except RegistryError as exc:
+            if exc.status < 429:
+                raise
+            # The tag moved but its new manifest cannot be had now: the old one still works.
+            STALE_SERVES.labels(exc.code.value.lower()).inc()
+            log.info("serving %s stale: fetching the moved tag failed: %s", what, exc)
+            return cached.result(head=head, stale=True)
         return ManifestResult(fetched.digest, fetched.media_type, len(fetched.body), fetched.body)
 
-    async def _head_manifest(self, repository: str, reference: Reference) -> ManifestResult:
+    def _gone_too_long(self, cached: cache_lookup.CachedManifest) -> bool:
+        """`stale_if_missing`: 0 keeps serving a tag upstream deleted; N > 0 stops N seconds
+        after upstream last confirmed it."""
+        limit = self._runtime.settings.stale_if_missing
+        return limit > 0 and utcnow() - cached.row.validated_at > timedelta(seconds=limit)
+
+    def _missing_key(self, client: UpstreamClient, repository: str, reference: Reference) -> str:
+        who = client.credentials_fingerprint
+        return f"upstream-missing:{client.host}/{who}/{repository}@{reference}"
+
+    async def _check_missing(
+        self, client: UpstreamClient, repository: str, reference: Reference
+    ) -> None:
+        """Answer from the negative cache when upstream just said the manifest does not exist."""
+        if self._runtime.settings.negative_cache_seconds <= 0:
+            return
+        key = self._missing_key(client, repository, reference)
+        if await self._runtime.coordination.cache.get(key):
+            NEGATIVE_CACHE_HITS.inc()
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest {repository}:{reference} not found upstream (checked recently)",
+            )
+
+    async def _remember_missing(
+        self, client: UpstreamClient, repository: str, reference: Reference
+    ) -> None:
+        seconds = self._runtime.settings.negative_cache_seconds
+        if seconds > 0:
+            await self._runtime.coordination.cache.set(
+                self._missing_key(client, repository, reference), "1", seconds
+            )
+
+    async def _head_manifest(
+        self, client: UpstreamClient, repository: str, reference: Reference
+    ) -> ManifestResult:
         what = f"manifest {repository}:{reference}"
         try:
-            response = await self._head_upstream_manifest(repository, reference)
+            response = await self._head_upstream_manifest(client, repository, reference)
         except UpstreamError as exc:
             raise from_upstream_error(exc, what) from exc
         if response.status_code != 200:
+            if response.status_code in MISSING_STATUSES:
+                await self._remember_missing(client, repository, reference)
             raise from_upstream_status(response, what, ErrorCode.MANIFEST_UNKNOWN)
         return _head_result(response, what)
 
     async def _head_upstream_manifest(
-        self, repository: str, reference: Reference
+        self, client: UpstreamClient, repository: str, reference: Reference
     ) -> httpx.Response:
-        return await self._upstream.send(
+        return await client.send(
             "HEAD",
             repository,
             f"manifests/{reference}",
@@ -136,15 +256,15 @@ class FetcherService:
         )
 
     async def _fetch_manifest(
-        self, group_id: int, repository: str, reference: Reference
+        self, client: UpstreamClient, group_id: int, repository: str, reference: Reference
     ) -> _Fetched:
-        key = f"{self._upstream.host}/{repository}@{reference}"
+        key = f"{client.host}/{client.credentials_fingerprint}/{repository}@{reference}"
         flight = self._manifest_flights.get(key)
         if flight is None:
             flight = _ManifestFlight()
             self._manifest_flights[key] = flight
             flight.task = asyncio.create_task(
-                self._manifest_flight(key, flight, repository, reference)
+                self._manifest_flight(client, key, flight, repository, reference)
             )
             self._keep(flight.task)
         else:
@@ -155,11 +275,17 @@ class FetcherService:
         return await asyncio.shield(flight.task)
 
     async def _manifest_flight(
-        self, key: str, flight: _ManifestFlight, repository: str, reference: Reference
+        self,
+        client: UpstreamClient,
+        key: str,
+        flight: _ManifestFlight,
+        repository: str,
+        reference: Reference,
     ) -> _Fetched:
         try:
-            fetched = await self._manifest_once(key, repository, reference)
+            fetched = await self._manifest_once(client, key, repository, reference)
             async with self._runtime.session() as session:
+                await lifecycle.lock_digest(session, fetched.digest, shared=True)
                 for group_id in flight.group_ids:
                     await cache.save_manifest(
                         session,
@@ -170,11 +296,17 @@ class FetcherService:
                         content_type=fetched.media_type,
                         size=len(fetched.body),
                     )
+            digest = Digest.parse(fetched.digest)
+            if await self._runtime.store.stat(digest) is None:
+                # A cleanup removed the object before these rows existed: store it again.
+                await put_bytes(self._runtime.store, fetched.body, digest)
             return fetched
         finally:
             self._manifest_flights.pop(key, None)
 
-    async def _manifest_once(self, key: str, repository: str, reference: Reference) -> _Fetched:
+    async def _manifest_once(
+        self, client: UpstreamClient, key: str, repository: str, reference: Reference
+    ) -> _Fetched:
         """Download the manifest, or take what another replica just downloaded.
 
         The leader leaves `digest media-type` under `manifest-result:<key>` for a little while
@@ -200,7 +332,7 @@ class FetcherService:
                 raise RegistryError(ErrorCode.GATEWAY_TIMEOUT, f"{key}: waited too long")
             await coordination.notifier.wait(f"manifest:{key}", timeout=0.5)
         try:
-            fetched = await self._download_manifest(repository, reference)
+            fetched = await self._download_manifest(client, repository, reference)
             await put_bytes(self._runtime.store, fetched.body, Digest.parse(fetched.digest))
             await coordination.cache.set(
                 result_key, f"{fetched.digest} {fetched.media_type}", ttl=RESULT_SECONDS
@@ -210,11 +342,13 @@ class FetcherService:
             await coordination.notifier.publish(f"manifest:{key}", "done")
         return fetched
 
-    async def _download_manifest(self, repository: str, reference: Reference) -> _Fetched:
+    async def _download_manifest(
+        self, client: UpstreamClient, repository: str, reference: Reference
+    ) -> _Fetched:
         what = f"manifest {repository}:{reference}"
         limit = self._runtime.settings.manifest_max_bytes
         try:
-            response = await self._upstream.send(
+            response = await client.send(
                 "GET",
                 repository,
                 f"manifests/{reference}",
@@ -223,6 +357,8 @@ class FetcherService:
             )
             try:
                 if response.status_code != 200:
+                    if response.status_code in MISSING_STATUSES:
+                        await self._remember_missing(client, repository, reference)
                     raise from_upstream_status(response, what, ErrorCode.MANIFEST_UNKNOWN)
                 body = bytearray()
                 async for chunk in response.aiter_raw():
@@ -241,6 +377,7 @@ class FetcherService:
         claimed = response.headers.get("docker-content-digest")
         expected = reference.digest or (Digest.parse(claimed) if claimed else actual)
         if actual != expected:
+            DIGEST_MISMATCHES.inc()
             raise RegistryError(
                 ErrorCode.BAD_GATEWAY,
                 f"upstream sent {what} with digest {actual}, expected {expected}; not cached",
@@ -258,6 +395,20 @@ class FetcherService:
         self, *, group_id: int, name: ImageName, digest: Digest, head: bool, token: str
     ) -> BlobResult:
         key = str(digest)
+        repository = name.upstream_repository
+        client, own = await self._client(group_id)
+        if own:
+            # A group with its own credentials reads what others cached (or are fetching)
+            # only after upstream confirms, with its credentials, that it may.
+            size = await cache_lookup.find_blob(
+                self._runtime, group_id=group_id, digest=digest, adopt=False
+            )
+            if size is not None:
+                return BlobResult(key, size, None if head else self._runtime.store.read(digest))
+            if key in self._blob_fills or await self._runtime.store.stat(digest) is not None:
+                confirmed = await self._head_blob(client, repository, digest)
+                if head:
+                    return confirmed
         if not head and (opening := self._blob_fills.get(key)) is not None:
             COALESCED.labels("blob").inc()
             return await self._follow(opening, group_id, digest)
@@ -265,12 +416,12 @@ class FetcherService:
         if size is not None:
             return BlobResult(key, size, None if head else self._runtime.store.read(digest))
         if head:
-            return await self._head_blob(name.upstream_repository, digest)
+            return await self._head_blob(client, repository, digest)
         opening = self._blob_fills.get(key)
         if opening is None:
             # The upstream request runs in its own task: if this client leaves while it
             # connects, the followers that joined meanwhile still get their blob.
-            opening = asyncio.create_task(self._open_fill(name.upstream_repository, digest))
+            opening = asyncio.create_task(self._open_fill(client, repository, digest))
             self._blob_fills[key] = opening
             self._keep(opening)
         else:
@@ -291,10 +442,12 @@ class FetcherService:
         fill.group_ids.add(group_id)
         return BlobResult(str(digest), fill.size, fill.stream())
 
-    async def _head_blob(self, repository: str, digest: Digest) -> BlobResult:
+    async def _head_blob(
+        self, client: UpstreamClient, repository: str, digest: Digest
+    ) -> BlobResult:
         what = f"blob {digest}"
         try:
-            response = await self._upstream.send("HEAD", repository, f"blobs/{digest}")
+            response = await client.send("HEAD", repository, f"blobs/{digest}")
         except UpstreamError as exc:
             raise from_upstream_error(exc, what) from exc
         if response.status_code != 200:
@@ -302,7 +455,9 @@ class FetcherService:
         length = response.headers.get("content-length", "")
         return BlobResult(str(digest), int(length) if length.isdigit() else None, None)
 
-    async def _open_fill(self, repository: str, digest: Digest) -> BlobFill | None:
+    async def _open_fill(
+        self, client: UpstreamClient, repository: str, digest: Digest
+    ) -> BlobFill | None:
         """Become the one downloader of `digest` (or learn that another replica did it)."""
         key = str(digest)
         try:
@@ -311,7 +466,7 @@ class FetcherService:
                 self._blob_fills.pop(key, None)
                 return None
             try:
-                fill = await self._request_blob(repository, digest)
+                fill = await self._request_blob(client, repository, digest)
             except BaseException:
                 await lease.release()
                 raise
@@ -342,10 +497,12 @@ class FetcherService:
             await coordination.notifier.wait(f"filled:{digest}", timeout=1.0)
         raise RegistryError(ErrorCode.GATEWAY_TIMEOUT, f"blob {digest}: waited too long")
 
-    async def _request_blob(self, repository: str, digest: Digest) -> BlobFill:
+    async def _request_blob(
+        self, client: UpstreamClient, repository: str, digest: Digest
+    ) -> BlobFill:
         what = f"blob {digest}"
         try:
-            response = await self._upstream.send("GET", repository, f"blobs/{digest}", stream=True)
+            response = await client.send("GET", repository, f"blobs/{digest}", stream=True)
         except UpstreamError as exc:
             raise from_upstream_error(exc, what) from exc
         try:

@@ -4,6 +4,8 @@
   until `issued_at + expires_in - 30 s`, so a cache hit never costs a token request.
 - Redirects (Docker Hub sends blobs to a CDN) are followed without the `Authorization` header.
 - Every failure is classified (`UpstreamError.kind`) so callers can decide to serve stale.
+- A circuit breaker per host stops calling an upstream that keeps failing (`breaker.py`), and
+  the rate-limit headers of every answer are recorded (`dproxy_shared.ratelimit`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from dproxy_fetcher.breaker import CircuitBreaker, CircuitOpen
 from dproxy_shared.coordination import KeyValueCache
 from dproxy_shared.metrics import UPSTREAM_REQUESTS
+from dproxy_shared.ratelimit import RateLimitBudget
 
 TOKEN_SKEW_SECONDS = 30
 DEFAULT_TOKEN_LIFETIME = 60  # the token spec's default when `expires_in` is absent
 MAX_REDIRECTS = 5
 
-FailureKind = Literal["timeout", "connect", "status"]
+# `open`: the circuit breaker refused the call without contacting upstream.
+FailureKind = Literal["timeout", "connect", "status", "open"]
 
 
 class UpstreamError(Exception):
@@ -90,14 +95,34 @@ class UpstreamClient:
         http: httpx.AsyncClient,
         tokens: KeyValueCache,
         credentials: Credentials | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        budget: RateLimitBudget | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).netloc
+        self.breaker = breaker
+        self.budget = budget
         self._http = http
         self._tokens = tokens
         self._credentials = credentials
         # Learned from the first 401; lets later requests fetch a token up front.
         self._challenge: Challenge | None = None
+
+    @property
+    def credentials_fingerprint(self) -> str:
+        return self._credentials.fingerprint if self._credentials else "anonymous"
+
+    def with_credentials(self, credentials: Credentials) -> UpstreamClient:
+        """The same upstream (connections, token cache, breaker, budget), other credentials."""
+        return UpstreamClient(
+            self.base_url,
+            self._http,
+            self._tokens,
+            credentials,
+            breaker=self.breaker,
+            budget=self.budget,
+        )
 
     async def send(
         self,
@@ -112,6 +137,13 @@ class UpstreamClient:
 
         Returns any HTTP status; transport failures raise `UpstreamError`.
         """
+        if self.breaker is not None:
+            try:
+                self.breaker.check()
+            except CircuitOpen as exc:
+                raise UpstreamError(
+                    "open", str(exc), status=503, retry_after=str(max(1, round(exc.retry_after)))
+                ) from exc
         url = f"{self.base_url}/v2/{repository}/{path}"
         scope = f"repository:{repository}:pull"
         auth = await self._authorization(scope)
@@ -159,12 +191,25 @@ class UpstreamClient:
             response = await self._http.send(request, stream=stream)
         except httpx.TimeoutException as exc:
             UPSTREAM_REQUESTS.labels(host, request.method, "timeout").inc()
+            self._report(failed=True)
             raise UpstreamError("timeout", f"{host}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             UPSTREAM_REQUESTS.labels(host, request.method, "error").inc()
+            self._report(failed=True)
             raise UpstreamError("connect", f"{host}: {type(exc).__name__}: {exc}") from exc
         UPSTREAM_REQUESTS.labels(host, request.method, str(response.status_code)).inc()
+        self._report(failed=response.status_code >= 500)
+        if self.budget is not None and request.url.netloc.decode() == self.host:
+            await self.budget.record(response.status_code, response.headers)
         return response
+
+    def _report(self, *, failed: bool) -> None:
+        if self.breaker is None:
+            return
+        if failed:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
 
     async def _authorization(self, scope: str) -> str | None:
         challenge = self._challenge
@@ -184,8 +229,7 @@ class UpstreamClient:
         return f"Bearer {token}"
 
     def _token_key(self, scope: str) -> str:
-        who = self._credentials.fingerprint if self._credentials else "anonymous"
-        return f"upstream-token:{self.host}:{who}:{scope}"
+        return f"upstream-token:{self.host}:{self.credentials_fingerprint}:{scope}"
 
     async def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:
         params = {"scope": scope}

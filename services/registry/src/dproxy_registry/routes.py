@@ -58,7 +58,7 @@ async def pull(
     )
     if not claims.allows(target.name.repository, "pull"):
         raise name_unknown(target.name.repository)
-    group = await _group(runtime, target.name)
+    group, own_credentials = await _group(runtime, target.name)
     await recheck_actor(runtime, claims.subject, group, target.name.repository)
     assert group.id is not None
     pull = _Pull(
@@ -68,6 +68,7 @@ async def pull(
         group_id=group.id,
         token=token,
         request=request,
+        adopt=not own_credentials,
     )
     if target.kind == "manifests":
         return await _manifest(pull)
@@ -79,7 +80,8 @@ async def read_only() -> Response:
     raise RegistryError(ErrorCode.UNSUPPORTED, "the dependency proxy is read-only")
 
 
-async def _group(runtime: Runtime, name: ImageName) -> Group:
+async def _group(runtime: Runtime, name: ImageName) -> tuple[Group, bool]:
+    """The group, and whether it pulls with upstream credentials of its own."""
     async with runtime.session() as session:
         settings = await groups.application_settings(session)
         if not settings.dependency_proxy_enabled:
@@ -87,9 +89,12 @@ async def _group(runtime: Runtime, name: ImageName) -> Group:
                 ErrorCode.UNAVAILABLE, "the dependency proxy is disabled on this instance"
             )
         group = await groups.get_by_full_path(session, name.group_path)
-        if group is None or group.id is None or not await groups.proxy_enabled(session, group.id):
+        if group is None or group.id is None:
             raise name_unknown(name.repository)
-        return group
+        setting = await groups.proxy_setting(session, group.id)
+        if not setting.enabled:
+            raise name_unknown(name.repository)
+        return group, bool(setting.identity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,9 @@ class _Pull:
     group_id: int
     token: str
     request: Request
+    # False for a group with its own upstream credentials: objects other groups cached are
+    # served to it only after upstream confirms its access (the fetcher checks).
+    adopt: bool = True
 
     @property
     def head(self) -> bool:
@@ -115,6 +123,7 @@ async def _manifest(pull: _Pull) -> Response:
         group_id=pull.group_id,
         repository=target.name.upstream_repository,
         reference=target.reference,
+        adopt=pull.adopt,
     )
     if cached is not None and cached.fresh:
         CACHE_REQUESTS.labels("manifest", "hit").inc()
@@ -154,7 +163,9 @@ async def _blob(pull: _Pull) -> Response:
     digest = pull.target.reference.digest
     assert digest is not None
     headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes"}
-    size = await cache_lookup.find_blob(pull.runtime, group_id=pull.group_id, digest=digest)
+    size = await cache_lookup.find_blob(
+        pull.runtime, group_id=pull.group_id, digest=digest, adopt=pull.adopt
+    )
     if size is not None:
         CACHE_REQUESTS.labels("blob", "hit").inc()
         if not pull.head and (location := await _redirect(pull.runtime, digest)):

@@ -15,6 +15,7 @@ from dproxy_shared.models import (
     DependencyProxyManifest,
     utcnow,
 )
+from dproxy_shared.repositories import lifecycle
 from dproxy_shared.repositories._upsert import upsert
 
 
@@ -148,7 +149,11 @@ async def mark_group_for_destruction(session: AsyncSession, group_id: int) -> in
     for table in (DependencyProxyManifest, DependencyProxyBlob):
         result = await session.execute(
             update(table)
-            .where(col(table.group_id) == group_id, col(table.status) == CacheStatus.DEFAULT)
+            .where(
+                col(table.group_id) == group_id,
+                col(table.status) == CacheStatus.DEFAULT,
+                lifecycle.without_twin(table, CacheStatus.PENDING_DESTRUCTION),
+            )
             .values(status=CacheStatus.PENDING_DESTRUCTION, updated_at=utcnow())
         )
         marked += cast(CursorResult[Any], result).rowcount or 0

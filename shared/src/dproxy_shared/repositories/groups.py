@@ -102,6 +102,23 @@ async def set_proxy_enabled(session: AsyncSession, group_id: int, enabled: bool)
     await session.flush()
 
 
+async def proxy_setting(session: AsyncSession, group_id: int) -> DependencyProxyGroupSetting:
+    """The group's proxy settings (defaults when it has none)."""
+    setting = await session.get(DependencyProxyGroupSetting, group_id)
+    return setting or DependencyProxyGroupSetting(group_id=group_id)
+
+
+async def set_upstream_credentials(
+    session: AsyncSession, group_id: int, identity: str | None, secret_encrypted: str | None
+) -> None:
+    setting = await session.get(DependencyProxyGroupSetting, group_id)
+    setting = setting or DependencyProxyGroupSetting(group_id=group_id)
+    setting.identity = identity
+    setting.secret_encrypted = secret_encrypted
+    session.add(setting)
+    await session.flush()
+
+
 async def application_settings(session: AsyncSession) -> ApplicationSetting:
     setting = (await session.exec(select(ApplicationSetting).limit(1))).first()
     if setting is None:

@@ -11,10 +11,12 @@ from dproxy_auth.routes.api import (
     access_tokens,
     application_settings,
     dependency_proxy,
+    dependency_proxy_cache,
     deploy_tokens,
     groups,
     members,
     personal_access_tokens,
+    upstreams,
     users,
 )
 from dproxy_auth.routes.api._routing import ERROR_RESPONSES
@@ -33,6 +35,8 @@ for resource in (
     access_tokens,
     application_settings,
     dependency_proxy,
+    dependency_proxy_cache,
+    upstreams,
 ):
     router.include_router(resource.router)
 

@@ -1,0 +1,28 @@
+"""group upstream credentials
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-03 18:40:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("dependency_proxy_group_settings") as batch_op:
+        batch_op.add_column(sa.Column("identity", sa.String(length=255), nullable=True))
+        batch_op.add_column(sa.Column("secret_encrypted", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("dependency_proxy_group_settings") as batch_op:
+        batch_op.drop_column("secret_encrypted")
+        batch_op.drop_column("identity")
