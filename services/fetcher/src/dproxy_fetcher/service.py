@@ -67,6 +67,10 @@ class _Fetched:
     media_type: str
 
 
+class _Vanished(Exception):
+    """The object another lease holder stood for is not in storage (failed, or cleaned up)."""
+
+
 class _ManifestFlight:
     def __init__(self) -> None:
         self.group_ids: set[int] = set()
@@ -411,31 +415,37 @@ class FetcherService:
                     return confirmed
         if not head and (opening := self._blob_fills.get(key)) is not None:
             COALESCED.labels("blob").inc()
-            return await self._follow(opening, group_id, digest)
+            with contextlib.suppress(_Vanished):
+                return await self._follow(opening, group_id, digest)
         size = await cache_lookup.find_blob(self._runtime, group_id=group_id, digest=digest)
         if size is not None:
             return BlobResult(key, size, None if head else self._runtime.store.read(digest))
         if head:
             return await self._head_blob(client, repository, digest)
-        opening = self._blob_fills.get(key)
-        if opening is None:
-            # The upstream request runs in its own task: if this client leaves while it
-            # connects, the followers that joined meanwhile still get their blob.
-            opening = asyncio.create_task(self._open_fill(client, repository, digest))
-            self._blob_fills[key] = opening
-            self._keep(opening)
-        else:
-            COALESCED.labels("blob").inc()
-        return await self._follow(opening, group_id, digest)
+        # Twice at most: a cleanup that held the digest's lease may have deleted the object
+        # this request waited for; then it is fetched again rather than answered with a 502.
+        for _ in range(2):
+            opening = self._blob_fills.get(key)
+            if opening is None:
+                # The upstream request runs in its own task: if this client leaves while it
+                # connects, the followers that joined meanwhile still get their blob.
+                opening = asyncio.create_task(self._open_fill(client, repository, digest))
+                self._blob_fills[key] = opening
+                self._keep(opening)
+            else:
+                COALESCED.labels("blob").inc()
+            with contextlib.suppress(_Vanished):
+                return await self._follow(opening, group_id, digest)
+        raise RegistryError(ErrorCode.BAD_GATEWAY, f"blob {digest}: the fetch failed")
 
     async def _follow(
         self, opening: asyncio.Task[BlobFill | None], group_id: int, digest: Digest
     ) -> BlobResult:
         fill = await asyncio.shield(opening)
-        if fill is None:  # another replica filled it: read storage
+        if fill is None:  # another replica (or a cleanup) held the lease: read storage
             size = await cache_lookup.find_blob(self._runtime, group_id=group_id, digest=digest)
             if size is None:
-                raise RegistryError(ErrorCode.BAD_GATEWAY, f"blob {digest}: the fetch failed")
+                raise _Vanished
             return BlobResult(str(digest), size, self._runtime.store.read(digest))
         if fill.failed:  # known before any byte is sent: answer with a proper error
             raise RegistryError(ErrorCode.BAD_GATEWAY, f"blob {digest}: the upstream fetch failed")
