@@ -59,7 +59,12 @@ class HttpFetcher:
             method, self._base + path, params=params, headers={"Authorization": f"Bearer {token}"}
         )
         try:
-            response = await self._client.send(request, stream=stream)
+            try:
+                response = await self._client.send(request, stream=stream)
+            except httpx.RemoteProtocolError:
+                # A pooled connection the fetcher closed (keep-alive expiry) just as it was
+                # reused; GET and HEAD are idempotent, so once more on a fresh one.
+                response = await self._client.send(request, stream=stream)
         except httpx.TimeoutException as exc:
             raise RegistryError(ErrorCode.GATEWAY_TIMEOUT, "the fetcher timed out") from exc
         except httpx.TransportError as exc:
