@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(
         0, ge=0, description="Evict least recently read objects above this size; 0 = no limit"
     )
+    cleanup_read_grace: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds after its last read before a row marked for destruction is "
+        "destroyed: a client may still be downloading its object",
+    )
     cleanup_batch_size: int = Field(100, ge=1, description="Rows one cleanup pass claims")
     cleanup_concurrency: int = Field(4, ge=1, description="Digests deleted at the same time")
     db_pool_size: int = Field(5, ge=1, description="Database connections per process")

@@ -2,11 +2,13 @@
 
 Each pass marks the rows of enabled TTL policies that nobody read for `ttl` days
 `pending_destruction` (and, with `DPROXY_CACHE_MAX_BYTES`, those of the least recently read
-objects until the cache fits), then claims pending rows in batches (`SKIP LOCKED`, so replicas share
-the work), statuses `pending_destruction → processing → (deleted | error)`. A digest's rows are
-deleted, and its object with them when no other row references it, while the cleanup holds
-the digest's fill lease (no download of it is committing meanwhile) and its exclusive database
-lock (no reader is recording a row for it meanwhile; see `repositories/lifecycle.py`).
+objects until the cache fits), then claims pending rows in batches (`SKIP LOCKED`, so replicas
+share the work), statuses `pending_destruction → processing → (deleted | error)`. Rows read in
+the last `DPROXY_CLEANUP_READ_GRACE` seconds wait for a later pass: a download that started
+before the purge may still be streaming their object. A digest's rows are deleted, and its
+object with them when no other row references it, while the cleanup holds the digest's fill
+lease (no download of it is committing meanwhile) and its exclusive database lock (no reader
+is recording a row for it meanwhile; see `repositories/lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -70,9 +72,12 @@ class Cleanup:
         """Claim and destroy one batch; False when nothing was pending."""
         settings = self._runtime.settings
         by_digest: defaultdict[str, Claimed] = defaultdict(lambda: defaultdict(list))
+        grace = timedelta(seconds=settings.cleanup_read_grace)
         async with self._runtime.session() as session:
             for table in TABLES:
-                rows = await lifecycle.claim_pending(session, table, settings.cleanup_batch_size)
+                rows = await lifecycle.claim_pending(
+                    session, table, settings.cleanup_batch_size, unread_for=grace
+                )
                 for row_id, digest in rows.items():
                     by_digest[digest][table].append(row_id)
         if not by_digest:

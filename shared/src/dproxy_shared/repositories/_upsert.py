@@ -24,4 +24,4 @@ async def upsert(
         index_elements=list(conflict),
         set_={column: statement.excluded[column] for column in update},
     )
-    await session.execute(statement)
+    await session.exec(statement)

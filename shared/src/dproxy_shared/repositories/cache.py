@@ -82,7 +82,7 @@ async def touch_manifest(
     values: dict[str, datetime] = {"read_at": now}
     if validated:
         values["validated_at"] = now
-    await session.execute(
+    await session.exec(
         update(DependencyProxyManifest)
         .where(col(DependencyProxyManifest.id) == manifest_id)
         .values(**values)
@@ -122,7 +122,7 @@ async def save_blob(session: AsyncSession, *, group_id: int, digest: str, size: 
 
 
 async def touch_blob(session: AsyncSession, blob_id: int) -> None:
-    await session.execute(
+    await session.exec(
         update(DependencyProxyBlob)
         .where(col(DependencyProxyBlob.id) == blob_id)
         .values(read_at=utcnow())
@@ -147,7 +147,7 @@ async def mark_group_for_destruction(session: AsyncSession, group_id: int) -> in
     """Every active row of the group → pending_destruction; returns how many."""
     marked = 0
     for table in (DependencyProxyManifest, DependencyProxyBlob):
-        result = await session.execute(
+        result = await session.exec(
             update(table)
             .where(
                 col(table.group_id) == group_id,

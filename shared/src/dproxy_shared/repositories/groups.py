@@ -198,7 +198,7 @@ async def rename(session: AsyncSession, group: Group, name: str) -> None:
 
 async def delete_group(session: AsyncSession, group: Group) -> None:
     """Delete the group; the database cascades to subgroups, members, tokens and cache rows."""
-    await session.execute(delete(Group).where(col(Group.id) == group.id))
+    await session.exec(delete(Group).where(col(Group.id) == group.id))
 
 
 async def get_member(session: AsyncSession, *, group_id: int, user_id: int) -> GroupMember | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, text, update
+from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, update
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -38,10 +38,8 @@ async def lock_digest(session: AsyncSession, digest: str, *, shared: bool) -> No
     """Until the transaction ends: readers share the digest, the cleanup holds it alone."""
     if session.get_bind().dialect.name != "postgresql":
         return  # SQLite: every transaction already holds the database's write lock
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    await session.execute(
-        text(f"SELECT {function}(hashtextextended(:digest, 0))"), {"digest": digest}
-    )
+    lock = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
+    await session.exec(select(lock(func.hashtextextended(digest, 0))))
 
 
 # -- visibility -----------------------------------------------------------------------------
@@ -150,7 +148,7 @@ async def mark_expired(session: AsyncSession) -> int:
     for policy in policies.all():
         cutoff = now - timedelta(days=policy.ttl)
         for table in TABLES:
-            result = await session.execute(
+            result = await session.exec(
                 update(table)
                 .where(
                     col(table.group_id) == policy.group_id,
@@ -183,7 +181,7 @@ async def mark_over_quota(session: AsyncSession, max_bytes: int) -> int:
         if excess <= 0:
             break
         for table in TABLES:
-            await session.execute(
+            await session.exec(
                 update(table)
                 .where(
                     col(table.digest) == digest,
@@ -203,21 +201,28 @@ async def release_abandoned(session: AsyncSession, older_than: timedelta) -> Non
     cutoff = utcnow() - older_than
     for table in TABLES:
         abandoned = (col(table.status) == CacheStatus.PROCESSING, col(table.updated_at) < cutoff)
-        await session.execute(
+        await session.exec(
             update(table)
             .where(*abandoned, without_twin(table, CacheStatus.PENDING_DESTRUCTION))
             .values(status=CacheStatus.PENDING_DESTRUCTION, updated_at=utcnow())
         )
-        await session.execute(delete(table).where(*abandoned))
+        await session.exec(delete(table).where(*abandoned))
 
 
-async def claim_pending(session: AsyncSession, table: CacheTable, limit: int) -> dict[int, str]:
-    """Up to `limit` pending rows → processing (rows other workers hold are skipped):
-    their ids and digests."""
+async def claim_pending(
+    session: AsyncSession, table: CacheTable, limit: int, *, unread_for: timedelta
+) -> dict[int, str]:
+    """Up to `limit` pending rows unread for `unread_for` → processing (rows other workers
+    hold are skipped): their ids and digests.
+
+    A row read lately may belong to a download still streaming its object (or a client
+    about to follow a presigned redirect to it); it waits for a later pass.
+    """
     claimed = await session.exec(
         select(table.id, table.digest)
         .where(
             table.status == CacheStatus.PENDING_DESTRUCTION,
+            col(table.read_at) < utcnow() - unread_for,
             without_twin(table, CacheStatus.PROCESSING),
         )
         .order_by(col(table.id))
@@ -226,7 +231,7 @@ async def claim_pending(session: AsyncSession, table: CacheTable, limit: int) ->
     )
     rows = {row_id: digest for row_id, digest in claimed.all() if row_id is not None}
     if rows:
-        await session.execute(
+        await session.exec(
             update(table)
             .where(col(table.id).in_(rows))
             .values(status=CacheStatus.PROCESSING, updated_at=utcnow())
@@ -239,7 +244,7 @@ async def set_status(
 ) -> None:
     """Rows whose twin already has `status` stay `processing` until `release_abandoned`."""
     if ids:
-        await session.execute(
+        await session.exec(
             update(table)
             .where(col(table.id).in_(ids), without_twin(table, status))
             .values(status=status, updated_at=utcnow())
@@ -249,7 +254,7 @@ async def set_status(
 async def delete_rows(session: AsyncSession, table: CacheTable, ids: list[int]) -> int:
     if not ids:
         return 0
-    result = await session.execute(
+    result = await session.exec(
         delete(table).where(col(table.id).in_(ids), col(table.status) == CacheStatus.PROCESSING)
     )
     return _rowcount(result)
