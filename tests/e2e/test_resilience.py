@@ -6,19 +6,24 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import GROUP, USER, Images, start_dproxy
+from tests.conftest import GROUP, USER, DproxyFactory, Images, start_dproxy
 from tests.e2e.test_faults import bearer, blob_url, manifest_url
 from tests.support import UpstreamRegistry
 from tests.support.dproxy import DproxyServer
 from tests.support.fault_upstream import FaultUpstream
 
 pytestmark = pytest.mark.e2e
+
+# Most faults are one process's business; the tests that take `start_on_each` cover state that
+# crosses processes in split mode (negative cache, rate-limit budget and Retry-After in Redis,
+# the upstreams API in the auth service) on both topologies.
+TOPOLOGIES = ("embedded", "split")
 
 STALE = '110 - "Response is Stale"'
 # Revalidate every pull (so each fault is noticed), time out fast, and keep the breaker out of
@@ -39,6 +44,19 @@ def fault(upstream: UpstreamRegistry) -> Iterator[FaultUpstream]:
 
 def start(tmp_path: Path, fault: FaultUpstream, **env: str) -> DproxyServer:
     return start_dproxy(tmp_path / "dproxy", fault.url, env={**BASE_ENV, **env})
+
+
+StartOnEach = Callable[..., DproxyServer]
+
+
+@pytest.fixture
+def start_on_each(
+    dproxy_factory: DproxyFactory, fault: FaultUpstream, tmp_path: Path
+) -> StartOnEach:
+    def make(**env: str) -> DproxyServer:
+        return dproxy_factory(tmp_path / "dproxy", fault.url, env={**BASE_ENV, **env})
+
+    return make
 
 
 def get_manifest(
@@ -220,9 +238,9 @@ def test_docker_hub_401_for_a_missing_repository(
 
 
 def test_a_burst_of_pulls_of_a_missing_tag_costs_one_upstream_request(
-    fault: FaultUpstream, images: Images, tmp_path: Path
+    fault: FaultUpstream, images: Images, start_on_each: StartOnEach
 ) -> None:
-    dproxy = start(tmp_path, fault)
+    dproxy = start_on_each()
     try:
         headers = {**bearer(dproxy, "alpine"), "Accept": images.oci.media_type}
         url = manifest_url(dproxy, "alpine", "no-such-tag")
@@ -239,11 +257,9 @@ def test_a_burst_of_pulls_of_a_missing_tag_costs_one_upstream_request(
 
 
 def test_the_circuit_breaker_opens_and_recovers(
-    fault: FaultUpstream, images: Images, tmp_path: Path
+    fault: FaultUpstream, images: Images, start_on_each: StartOnEach
 ) -> None:
-    dproxy = start(
-        tmp_path,
-        fault,
+    dproxy = start_on_each(
         DPROXY_BREAKER_FAILURES="3",
         DPROXY_BREAKER_COOLDOWN="2",
         DPROXY_NEGATIVE_CACHE_SECONDS="0",
@@ -262,7 +278,7 @@ def test_the_circuit_breaker_opens_and_recovers(
         stale = get_manifest(dproxy, images)
         assert stale.status_code == 200 and stale.headers["warning"] == STALE
         assert len(fault.requests) == 3
-        metrics = httpx.get(f"{dproxy.url}/metrics").text
+        metrics = dproxy.metrics()
         assert "dproxy_upstream_circuit_open{" in metrics
         # After the cool-down one probe goes through; it succeeds and closes the breaker.
         fault.clear()
@@ -290,9 +306,9 @@ def test_a_matching_head_never_turns_into_a_get(
 
 
 def test_low_rate_limit_budget_serves_cached_tags_without_upstream(
-    fault: FaultUpstream, images: Images, tmp_path: Path
+    fault: FaultUpstream, images: Images, start_on_each: StartOnEach
 ) -> None:
-    dproxy = start(tmp_path, fault)
+    dproxy = start_on_each()
     try:
         fault.ratelimit = {
             "ratelimit-limit": "100;w=21600",
@@ -316,7 +332,7 @@ def test_low_rate_limit_budget_serves_cached_tags_without_upstream(
         assert upstream["ratelimit_source"] == "192.0.2.7"
         assert upstream["budget_low"] is True
         assert upstream["budget_low_for"] > 21000
-        metrics = httpx.get(f"{dproxy.url}/metrics").text
+        metrics = dproxy.metrics()
         host = fault.url.removeprefix("http://")
         assert f'dproxy_upstream_ratelimit_remaining{{host="{host}"}} 5.0' in metrics
         assert f'dproxy_upstream_ratelimit_limit{{host="{host}"}} 100.0' in metrics
@@ -329,7 +345,7 @@ def test_low_rate_limit_budget_serves_cached_tags_without_upstream(
         )
         assert isinstance(alice, dict)
         denied = httpx.get(
-            f"{dproxy.url}/api/v4/dependency_proxy/upstreams",
+            f"{dproxy.api_url}/dependency_proxy/upstreams",
             headers={"PRIVATE-TOKEN": alice["token"]},
         )
         assert denied.status_code == 403
@@ -338,9 +354,9 @@ def test_low_rate_limit_budget_serves_cached_tags_without_upstream(
 
 
 def test_retry_after_holds_revalidation_until_it_passes(
-    fault: FaultUpstream, images: Images, tmp_path: Path
+    fault: FaultUpstream, images: Images, start_on_each: StartOnEach
 ) -> None:
-    dproxy = start(tmp_path, fault)
+    dproxy = start_on_each()
     try:
         assert get_manifest(dproxy, images).status_code == 200
         fault.inject("status", status=429, headers={"Retry-After": "2"}, times=1)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 from minio import Minio
 from minio.error import S3Error
 
@@ -62,6 +63,7 @@ class DproxyServer:
         self.user_ids: dict[str, int] = {}
         self.on_stop: list[Callable[[], object]] = []
         self.group_ids: dict[str, int] = {}
+        self.service_ports: dict[str, int] = {}  # split mode: each service's own port
         self.logs = data_dir / "logs"
 
     # -- processes ------------------------------------------------------------------------
@@ -124,9 +126,15 @@ class DproxyServer:
             self.front = RoundRobinFront(registry_ports, port=self.port).start()
         self.registry_ports = registry_ports
         self.auth_url = auth_url
+        self.service_ports = dict(live)
         return self
 
     auth_url: str = ""
+
+    def metrics(self, service: str = "fetcher") -> str:
+        """The Prometheus text of one service (of the one process, embedded)."""
+        port = self.service_ports.get(service, self.port)
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
 
     @property
     def token_url(self) -> str:

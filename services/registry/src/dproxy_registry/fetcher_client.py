@@ -9,7 +9,7 @@ import httpx
 
 from dproxy_shared.fetching import BlobResult, ManifestResult
 from dproxy_shared.oci.digest import Digest
-from dproxy_shared.oci.errors import ErrorCode, RegistryError
+from dproxy_shared.oci.errors import ErrorCode, RegistryError, code_for_status
 from dproxy_shared.oci.reference import ImageName, Reference
 
 STALE_HEADER = "x-dproxy-stale"
@@ -29,6 +29,7 @@ class HttpFetcher:
             {"repository": name.repository, "reference": str(reference)},
             token,
             stream=False,
+            unknown=ErrorCode.MANIFEST_UNKNOWN,
         )
         return ManifestResult(
             digest=response.headers["docker-content-digest"],
@@ -47,13 +48,21 @@ class HttpFetcher:
             {"repository": name.repository},
             token,
             stream=not head,
+            unknown=ErrorCode.BLOB_UNKNOWN,
         )
         length = response.headers.get("content-length", "")
         size = int(length) if length.isdigit() else None
         return BlobResult(str(digest), size, None if head else _relay(response))
 
     async def _call(
-        self, method: str, path: str, params: dict[str, str], token: str, *, stream: bool
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        token: str,
+        *,
+        stream: bool,
+        unknown: ErrorCode,
     ) -> httpx.Response:
         request = self._client.build_request(
             method, self._base + path, params=params, headers={"Authorization": f"Bearer {token}"}
@@ -73,16 +82,20 @@ class HttpFetcher:
             return response
         body = await response.aread()
         await response.aclose()
-        raise _error_from(response, body)
+        raise _error_from(response, body, unknown)
 
 
-def _error_from(response: httpx.Response, body: bytes) -> RegistryError:
+def _error_from(response: httpx.Response, body: bytes, unknown: ErrorCode) -> RegistryError:
     """Re-raise the fetcher's registry error as is (code, message, status, Retry-After)."""
     headers = (
         {"Retry-After": response.headers["retry-after"]}
         if "retry-after" in response.headers
         else {}
     )
+    if response.request.method == "HEAD":
+        # No body names the code; the status and headers are all the client's HEAD shows.
+        code = code_for_status(response.status_code, unknown=unknown)
+        return RegistryError(code, "", status=response.status_code, headers=headers)
     try:
         error: dict[str, Any] = httpx.Response(200, content=body).json()["errors"][0]
         code = ErrorCode(error["code"])

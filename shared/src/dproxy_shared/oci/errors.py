@@ -50,6 +50,20 @@ _STATUS = {
 }
 
 
+def code_for_status(status: int, *, unknown: ErrorCode) -> ErrorCode:
+    """The code an error status stands for when no body names it (an answer to HEAD):
+    `unknown` for 404, the gateway codes by their status, BAD_GATEWAY otherwise."""
+    if status == 404:
+        return unknown
+    gateway = (
+        ErrorCode.TOOMANYREQUESTS,
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.BAD_GATEWAY,
+        ErrorCode.GATEWAY_TIMEOUT,
+    )
+    return next((code for code in gateway if code.status == status), ErrorCode.BAD_GATEWAY)
+
+
 class RegistryError(Exception):
     """Raised anywhere below a `/v2` route; rendered once, by the registry's error handler."""
 
