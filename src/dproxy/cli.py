@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import get_args
 
-from dproxy_auth import service
+from dproxy_auth import ci, service
 from dproxy_shared.db import migrate
 from dproxy_shared.models import AccessLevel
 from dproxy_shared.repositories import groups, tokens, users
@@ -80,7 +81,34 @@ def _parser() -> argparse.ArgumentParser:
         help="guest, reporter, developer, maintainer, owner (or 10..50)",
     )
     member.set_defaults(handler=_run(_add_member))
+
+    ci_commands = commands.add_parser("ci", help="CI jobs and runners").add_subparsers()
+    env = ci_commands.add_parser(
+        "env", help="start a CI job; print its CI_DEPENDENCY_PROXY_* variables as export lines"
+    )
+    env.add_argument("--group", required=True, help="the job's group, full path")
+    env.add_argument("--user", required=True, help="the user the job runs as")
+    env.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=ci.DEFAULT_JOB_TIMEOUT,
+        help="seconds until the token expires",
+    )
+    env.set_defaults(handler=_run(_ci_env))
+    runner = ci_commands.add_parser(
+        "create-runner", help="create an instance runner; prints only its token"
+    )
+    runner.add_argument("--description", default="")
+    runner.set_defaults(handler=_run(_create_runner))
     return parser
+
+
+def _seconds(value: str) -> int:
+    if not value.isdigit() or not ci.MIN_JOB_TIMEOUT <= int(value) <= ci.MAX_JOB_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"a number of seconds from {ci.MIN_JOB_TIMEOUT} to {ci.MAX_JOB_TIMEOUT}"
+        )
+    return int(value)
 
 
 def _access_level(value: str) -> int:
@@ -168,6 +196,35 @@ async def _revoke_token(args: argparse.Namespace, runtime: Runtime) -> int:
             raise LookupError("no such personal access token")
         await tokens.revoke_personal_access_token(session, token)
     print(f"dproxy: revoked personal access token {token.id} ({token.name})", file=sys.stderr)
+    return 0
+
+
+async def _ci_env(args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        group = await groups.get_by_full_path(session, args.group)
+        user = await users.get_by_username(session, args.user)
+        if group is None or user is None:
+            raise LookupError(
+                f"no group {args.group!r}" if group is None else f"no user {args.user!r}"
+            )
+        job, secret = await service.start_ci_job(
+            session, group=group, user=user, timeout=timedelta(seconds=args.timeout)
+        )
+    variables = ci.job_variables(
+        external_url=runtime.settings.external_url,
+        group_full_path=group.full_path,
+        job_token=secret,
+    )
+    print(f"# dproxy CI job {job.id}, until {job.expires_at.isoformat(timespec='seconds')}")
+    for name, value in variables.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+async def _create_runner(args: argparse.Namespace, runtime: Runtime) -> int:
+    async with runtime.session() as session:
+        _runner, secret = await service.create_runner(session, description=args.description)
+    print(secret)
     return 0
 
 

@@ -72,8 +72,9 @@ def _deploy_token(dproxy: DproxyServer, group: str) -> dict[str, object]:
 
 
 def _job_token(dproxy: DproxyServer, group: str, user: str, *, finished: bool) -> str:
-    """A CI job's token, as the CI issue's `POST /ci/jobs` will mint it (that API is not
-    there yet): a `glcbt-` secret, stored as its digest."""
+    """A CI job's token, stored as `POST /ci/jobs` stores it (a `glcbt-` secret's digest).
+    Written directly: the API refuses a job for a non-member, which a user who lost the
+    membership after the job started is; `test_ci_jobs` covers the API itself."""
     secret = f"glcbt-{secrets.token_urlsafe(15)}"
     now = datetime.now(UTC)
     fmt = "%Y-%m-%d %H:%M:%S.%f"

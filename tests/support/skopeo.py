@@ -63,6 +63,7 @@ def copy_to_dir(
     dest: Path | str,
     *,
     creds: tuple[str, str] | None = None,
+    authfile: Path | None = None,
     override_arch: str | None = None,
     override_variant: str | None = None,
     all_platforms: bool = False,
@@ -79,6 +80,8 @@ def copy_to_dir(
         "--src-tls-verify=false",
         *_creds("--src-creds", creds),
     ]
+    if authfile is not None:
+        args += ["--src-authfile", str(authfile)]
     if all_platforms:
         args.append("--all")
     args += [f"docker://{ref}", f"dir:{dest}"]

@@ -130,6 +130,18 @@ class DeployToken(SQLModel, table=True):
         return self.scopes.split()
 
 
+class CiRunner(SQLModel, table=True):
+    """An instance runner (`glrt-…` token, created by an admin): it may start CI jobs."""
+
+    __tablename__ = "ci_runners"
+
+    id: int | None = Field(default=None, primary_key=True)
+    description: str = Field(default="", max_length=255)
+    token_digest: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    contacted_at: datetime | None = _ts(nullable=True)
+
+
 class CiJobToken(SQLModel, table=True):
     """A CI job's token (`glcbt-…`): acts as the job's user until the job ends or expires."""
 
@@ -138,6 +150,10 @@ class CiJobToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     group_id: int = Field(foreign_key="groups.id", index=True, ondelete="CASCADE")
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    # The runner that started the job (None: an admin did). Deleting a runner ends its jobs.
+    runner_id: int | None = Field(
+        default=None, foreign_key="ci_runners.id", index=True, ondelete="CASCADE"
+    )
     token_digest: str = Field(max_length=64, unique=True)
     expires_at: datetime = _ts()
     finished_at: datetime | None = _ts(nullable=True)

@@ -14,9 +14,11 @@ from dproxy_auth import actors
 from dproxy_auth.brute_force import BruteForceGuard
 from dproxy_auth.errors import ApiError
 from dproxy_auth.passwords import PasswordVerifier
+from dproxy_auth.tokens import RUNNER_TOKEN_PREFIX
 from dproxy_shared.access import Actor
 from dproxy_shared.jwt_tokens import SigningKey
-from dproxy_shared.models import User
+from dproxy_shared.models import CiRunner, User
+from dproxy_shared.repositories import tokens
 from dproxy_shared.runtime import Runtime
 
 
@@ -77,14 +79,19 @@ _private_token = APIKeyHeader(name="PRIVATE-TOKEN", auto_error=False)
 _bearer = HTTPBearer(auto_error=False)
 
 
-async def get_caller(
-    session: SessionDep,
-    guard: GuardDep,
+def _presented_secret(
     private_token: Annotated[str | None, Security(_private_token)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Caller:
-    """`PRIVATE-TOKEN: <pat>` or `Authorization: Bearer <pat>`, as GitLab's API takes them."""
-    secret = private_token or (bearer.credentials if bearer else None)
+) -> str | None:
+    """`PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`, as GitLab's API takes them."""
+    return private_token or (bearer.credentials if bearer else None)
+
+
+SecretDep = Annotated[str | None, Depends(_presented_secret)]
+
+
+async def get_caller(session: SessionDep, guard: GuardDep, secret: SecretDep) -> Caller:
+    """A user, through a personal (or group) access token with an API scope."""
     actor = await actors.from_personal_access_token(session, secret) if secret else None
     if actor is None or actor.user is None or not actor.scopes & {"api", "read_api"}:
         if secret:
@@ -111,3 +118,30 @@ async def get_admin(caller: CallerDep) -> Caller:
 
 WriterDep = Annotated[Caller, Depends(get_writer)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
+
+
+@dataclass(frozen=True, slots=True)
+class JobIssuer:
+    """Who may start CI jobs: an instance runner (by its token), or an admin."""
+
+    runner: CiRunner | None
+    admin: User | None
+
+
+async def get_job_issuer(
+    request: Request, session: SessionDep, guard: GuardDep, secret: SecretDep
+) -> JobIssuer:
+    if secret and secret.startswith(RUNNER_TOKEN_PREFIX):
+        runner = await tokens.find_runner(session, secret)
+        if runner is None:
+            await guard.record_failure()
+            raise ApiError(401, "401 Unauthorized")
+        await tokens.mark_runner_contacted(session, runner)
+        return JobIssuer(runner=runner, admin=None)
+    caller = await get_writer(await get_caller(session, guard, secret), request)
+    if not caller.admin:
+        raise ApiError(403, "403 Forbidden")
+    return JobIssuer(runner=None, admin=caller.user)
+
+
+JobIssuerDep = Annotated[JobIssuer, Depends(get_job_issuer)]

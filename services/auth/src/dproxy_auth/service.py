@@ -22,12 +22,16 @@ from dproxy_auth.tokens import (
     JOB_TOKEN_USERNAME,
     PAT_SCOPES,
     new_deploy_token,
+    new_job_token,
     new_personal_access_token,
+    new_runner_token,
 )
 from dproxy_shared import access
 from dproxy_shared.models import (
     AccessLevel,
     ApplicationSetting,
+    CiJobToken,
+    CiRunner,
     DeployToken,
     Group,
     GroupMember,
@@ -270,6 +274,43 @@ async def create_deploy_token(
             expires_at=expires_at,
         )
     return token, secret
+
+
+# -- CI runners and jobs -------------------------------------------------------------------
+
+
+async def create_runner(session: AsyncSession, *, description: str) -> tuple[CiRunner, str]:
+    secret = new_runner_token()
+    return await tokens.create_runner(session, description=description, secret=secret), secret
+
+
+async def start_ci_job(
+    session: AsyncSession,
+    *,
+    group: Group,
+    user: User,
+    timeout: timedelta,
+    runner: CiRunner | None = None,
+) -> tuple[CiJobToken, str]:
+    """A job of `user` in `group`: its token pulls with the user's permissions until the job
+    ends or `timeout` passes. A token that could pull nothing from its own group is refused,
+    so a misconfigured runner fails at once instead of in every job."""
+    actor = access.for_user(user)
+    if actor is None:
+        raise ValidationFailed(f"user {user.username!r} is blocked")
+    if not await access.can_pull(session, actor, group):
+        raise ValidationFailed(f"user {user.username!r} may not pull from {group.full_path!r}")
+    assert group.id is not None and user.id is not None
+    secret = new_job_token()
+    job = await tokens.create_job_token(
+        session,
+        group_id=group.id,
+        user_id=user.id,
+        runner_id=runner.id if runner else None,
+        secret=secret,
+        expires_at=datetime.now(UTC) + timeout,
+    )
+    return job, secret
 
 
 # -- groups and members ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ PERSONAL_ACCESS_TOKEN_PREFIX = "glpat-"
 DEPLOY_TOKEN_PREFIX = "gldt-"
 JOB_TOKEN_PREFIX = "glcbt-"
 JOB_TOKEN_USERNAME = "gitlab-ci-token"
+RUNNER_TOKEN_PREFIX = "glrt-"
 
 PAT_SCOPES = frozenset({"api", "read_api", "read_user", "read_registry", "write_registry"})
 DEPLOY_TOKEN_SCOPES = frozenset(
@@ -35,3 +36,7 @@ def new_deploy_token() -> str:
 
 def new_job_token() -> str:
     return _secret(JOB_TOKEN_PREFIX)
+
+
+def new_runner_token() -> str:
+    return _secret(RUNNER_TOKEN_PREFIX)

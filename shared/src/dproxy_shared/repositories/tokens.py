@@ -14,7 +14,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
-from dproxy_shared.models import CiJobToken, DeployToken, GroupMember, PersonalAccessToken, utcnow
+from dproxy_shared.models import (
+    CiJobToken,
+    CiRunner,
+    DeployToken,
+    GroupMember,
+    PersonalAccessToken,
+    utcnow,
+)
 from dproxy_shared.repositories._paging import Window, page
 
 
@@ -157,6 +164,72 @@ async def find_job_token(session: AsyncSession, secret: str) -> CiJobToken | Non
         select(CiJobToken).where(CiJobToken.token_digest == token_digest(secret))
     )
     return result.first()
+
+
+async def create_job_token(
+    session: AsyncSession,
+    *,
+    group_id: int,
+    user_id: int,
+    runner_id: int | None,
+    secret: str,
+    expires_at: datetime,
+) -> CiJobToken:
+    job = CiJobToken(
+        group_id=group_id,
+        user_id=user_id,
+        runner_id=runner_id,
+        token_digest=token_digest(secret),
+        expires_at=expires_at,
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def finish_job(session: AsyncSession, job: CiJobToken) -> None:
+    if job.finished_at is None:
+        job.finished_at = utcnow()
+        session.add(job)
+        await session.flush()
+
+
+async def create_runner(session: AsyncSession, *, description: str, secret: str) -> CiRunner:
+    runner = CiRunner(description=description, token_digest=token_digest(secret))
+    session.add(runner)
+    await session.flush()
+    return runner
+
+
+async def get_runner(session: AsyncSession, runner_id: int) -> CiRunner | None:
+    return await session.get(CiRunner, runner_id)
+
+
+async def find_runner(session: AsyncSession, secret: str) -> CiRunner | None:
+    result = await session.exec(
+        select(CiRunner).where(CiRunner.token_digest == token_digest(secret))
+    )
+    return result.first()
+
+
+async def mark_runner_contacted(session: AsyncSession, runner: CiRunner) -> None:
+    """Like `mark_used`: written at most every LAST_USED_PRECISION."""
+    now = utcnow()
+    if runner.contacted_at is not None and now - runner.contacted_at < LAST_USED_PRECISION:
+        return
+    runner.contacted_at = now
+    session.add(runner)
+    await session.flush()
+
+
+async def runners_page(session: AsyncSession, *, window: Window) -> tuple[list[CiRunner], int]:
+    return await page(session, select(CiRunner).order_by(col(CiRunner.id)), window)
+
+
+async def delete_runner(session: AsyncSession, runner: CiRunner) -> None:
+    """Delete a runner; the database ends its jobs' tokens with it (cascade)."""
+    await session.delete(runner)
+    await session.flush()
 
 
 async def personal_access_tokens_page(

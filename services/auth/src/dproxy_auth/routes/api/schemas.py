@@ -11,11 +11,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, WithJsonSchema
 
+from dproxy_auth.ci import DEFAULT_JOB_TIMEOUT, MAX_JOB_TIMEOUT, MIN_JOB_TIMEOUT
 from dproxy_auth.tokens import DEPLOY_TOKEN_SCOPES, PAT_SCOPES
 from dproxy_shared import access
 from dproxy_shared.models import (
     AccessLevel,
     ApplicationSetting,
+    CiJobToken,
+    CiRunner,
     DeployToken,
     Group,
     GroupMember,
@@ -322,3 +325,100 @@ class ApplicationSettingsOut(BaseModel):
             container_registry_token_expire_delay=setting.container_registry_token_expire_delay,
             dependency_proxy_enabled=setting.dependency_proxy_enabled,
         )
+
+
+# -- CI runners and jobs --------------------------------------------------------------------
+
+
+class RunnerCreate(BaseModel):
+    runner_type: Literal["instance_type"] = Field(
+        "instance_type", description="dproxy has instance runners only"
+    )
+    description: Annotated[
+        str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$")
+    ] = ""
+
+
+class RunnerOut(BaseModel):
+    id: int
+    description: str
+    runner_type: Literal["instance_type"] = "instance_type"
+    active: bool = True
+    created_at: datetime
+    contacted_at: datetime | None
+
+    @classmethod
+    def of(cls, runner: CiRunner) -> RunnerOut:
+        assert runner.id is not None
+        return cls(
+            id=runner.id,
+            description=runner.description,
+            created_at=runner.created_at,
+            contacted_at=runner.contacted_at,
+        )
+
+
+class NewRunner(BaseModel):
+    """GitLab's answer to `POST /user/runners`: the token is shown only here."""
+
+    id: int
+    token: str
+    token_expires_at: datetime | None = None
+
+
+class CiJobCreate(BaseModel):
+    group_id: Id = Field(description="The group the job's project belongs to")
+    user_id: Id = Field(description="The user the job runs as")
+    timeout: Annotated[int, Field(ge=MIN_JOB_TIMEOUT, le=MAX_JOB_TIMEOUT)] = Field(
+        DEFAULT_JOB_TIMEOUT,
+        description="Seconds until the job's token expires, if the job is not ended first",
+    )
+
+
+class CiJobOut(BaseModel):
+    id: int
+    group_id: int
+    user_id: int
+    runner_id: int | None
+    status: Literal["running", "finished", "expired"]
+    created_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def fields_of(cls, job: CiJobToken) -> dict[str, object]:
+        assert job.id is not None
+        status = (
+            "finished"
+            if job.finished_at is not None
+            else "running"
+            if access.job_token_is_valid(job)
+            else "expired"
+        )
+        return {
+            "id": job.id,
+            "group_id": job.group_id,
+            "user_id": job.user_id,
+            "runner_id": job.runner_id,
+            "status": status,
+            "created_at": job.created_at,
+            "expires_at": job.expires_at,
+            "finished_at": job.finished_at,
+        }
+
+    @classmethod
+    def of(cls, job: CiJobToken) -> CiJobOut:
+        return cls.model_validate(cls.fields_of(job))
+
+
+class NewCiJob(CiJobOut):
+    """The job's token and predefined variables, shown only when the job starts."""
+
+    token: str
+    variables: dict[str, str] = Field(
+        description="CI_DEPENDENCY_PROXY_* and DOCKER_AUTH_CONFIG, as GitLab predefines them"
+    )
+
+    @classmethod
+    def create(cls, job: CiJobToken, secret: str, variables: dict[str, str]) -> NewCiJob:
+        return cls.model_validate({**cls.fields_of(job), "token": secret, "variables": variables})
