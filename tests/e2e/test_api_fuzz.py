@@ -3,7 +3,7 @@ allows may cause a 5xx, and the management API's answers must match what it docu
 
 Each operation gets examples with generated path parameters (mostly unknown ids: the 404
 paths) and examples anchored to real resources made for it (a group with a member, a deploy
-token, a group access token), so bodies and queries are fuzzed where the handlers do work.
+token, a group access token, a runner, a CI job), so bodies and queries are fuzzed where the handlers do work.
 Bounded and deterministic: a few derandomized examples per operation, no example database.
 """
 
@@ -112,10 +112,14 @@ def anchors(root: RootToken, path: str) -> dict[str, str]:
         token = root.post(
             f"/users/{user['id']}/personal_access_tokens", {"name": "p", "scopes": ["api"]}
         )
+    runner = root.post("/user/runners", {"description": f"fuzz {n}"})
+    job = root.post("/ci/jobs", {"group_id": group["id"], "user_id": user["id"]})
     values = {
         "group_id": str(group["id"]),
         "user_id": str(user["id"]),
         "token_id": str(token["id"]),
+        "runner_id": str(runner["id"]),
+        "job_id": str(job["id"]),
     }
     return {name: values[name] for name in re.findall(r"{(\w+)}", path)}
 
