@@ -195,21 +195,29 @@ async def test_recent_rows_and_disabled_policies_are_kept(runtime: Runtime) -> N
     assert await _stored(runtime, digest)
 
 
-async def test_a_size_quota_evicts_the_least_recently_read_objects(runtime: Runtime) -> None:
-    runtime.settings.cache_max_bytes = 25
-    group = await _group(runtime, "g")
-    digests = [await _object(runtime, bytes([n]) * 10) for n in range(4)]
-    for age, digest in enumerate(reversed(digests)):
-        async with runtime.session() as session:
-            await cache.save_blob(session, group_id=group, digest=digest, size=10)
-            await session.exec(
-                update(DependencyProxyBlob)
-                .where(DependencyProxyBlob.digest == digest)  # type: ignore[arg-type]
-                .values(read_at=utcnow() - timedelta(hours=age))
-            )
-    await Cleanup(runtime).run_once()
-    kept = [await _stored(runtime, digest) for digest in digests]
-    assert kept == [False, False, True, True]  # 20 of 40 bytes: the two read last
+@pytest.mark.parametrize("batch", [500, 1])
+async def test_a_size_quota_evicts_the_least_recently_read_objects(
+    both_databases: Settings, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch of 1 makes the pass page through the objects one at a time.
+    monkeypatch.setattr(lifecycle, "QUOTA_BATCH", batch)
+    runtime = Runtime.open(both_databases.model_copy(update={"cache_max_bytes": 25}))
+    try:
+        group = await _group(runtime, "g")
+        digests = [await _object(runtime, bytes([n]) * 10) for n in range(4)]
+        for age, digest in enumerate(reversed(digests)):
+            async with runtime.session() as session:
+                await cache.save_blob(session, group_id=group, digest=digest, size=10)
+                await session.exec(
+                    update(DependencyProxyBlob)
+                    .where(DependencyProxyBlob.digest == digest)  # type: ignore[arg-type]
+                    .values(read_at=utcnow() - timedelta(hours=age))
+                )
+        await Cleanup(runtime).run_once()
+        kept = [await _stored(runtime, digest) for digest in digests]
+        assert kept == [False, False, True, True]  # 20 of 40 bytes: the two read last
+    finally:
+        await runtime.close()
 
 
 async def test_rows_an_interrupted_cleanup_left_processing_are_finished(

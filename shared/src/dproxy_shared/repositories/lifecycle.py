@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, update
+from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, tuple_, union_all, update
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -162,36 +162,71 @@ async def mark_expired(session: AsyncSession) -> int:
     return marked
 
 
+# Objects the quota pass reads at a time, least recently read first.
+QUOTA_BATCH = 500
+
+
+def _active_objects() -> Any:
+    """Every object an active row references, once: its size and when any group last read it."""
+    rows = union_all(
+        *(
+            select(
+                col(table.digest).label("digest"),
+                col(table.size).label("size"),
+                col(table.read_at).label("read_at"),
+            ).where(table.status == CacheStatus.DEFAULT)
+            for table in TABLES
+        )
+    ).subquery()
+    return (
+        select(
+            rows.c.digest,
+            func.max(rows.c.size).label("size"),
+            func.max(rows.c.read_at).label("read_at"),
+        )
+        .group_by(rows.c.digest)
+        .subquery()
+    )
+
+
 async def mark_over_quota(session: AsyncSession, max_bytes: int) -> int:
     """While the objects active rows reference exceed `max_bytes`, the least recently read
-    objects' rows (of every group) → pending_destruction; returns how many objects."""
-    objects: dict[str, tuple[int, datetime]] = {}
-    for table in TABLES:
-        result = await session.exec(
-            select(table.digest, func.max(table.size), func.max(table.read_at))
-            .where(table.status == CacheStatus.DEFAULT)
-            .group_by(col(table.digest))
-        )
-        for digest, size, read_at in result.all():
-            known = objects.get(digest)
-            objects[digest] = (size, max(read_at, known[1]) if known else read_at)
-    excess = sum(size for size, _ in objects.values()) - max_bytes
+    objects' rows (of every group) → pending_destruction; returns how many objects.
+
+    The database sums and orders the objects; this reads them a batch at a time (keyset on
+    last read and digest, so rows it could not mark are not read again), never all at once."""
+    objects = _active_objects()
+    total = (await session.exec(select(func.coalesce(func.sum(objects.c.size), 0)))).one()
+    excess = int(total) - max_bytes
     evicted = 0
-    for digest, (size, _) in sorted(objects.items(), key=lambda item: item[1][1]):
-        if excess <= 0:
-            break
-        for table in TABLES:
+    after: tuple[datetime, str] | None = None
+    while excess > 0:
+        query = select(objects.c.digest, objects.c.size, objects.c.read_at)
+        if after is not None:
+            query = query.where(tuple_(objects.c.read_at, objects.c.digest) > after)
+        batch = (
             await session.exec(
-                update(table)
-                .where(
-                    col(table.digest) == digest,
-                    col(table.status) == CacheStatus.DEFAULT,
-                    without_twin(table, CacheStatus.PENDING_DESTRUCTION),
-                )
-                .values(status=CacheStatus.PENDING_DESTRUCTION, updated_at=utcnow())
+                query.order_by(objects.c.read_at, objects.c.digest).limit(QUOTA_BATCH)
             )
-        excess -= size
-        evicted += 1
+        ).all()
+        if not batch:
+            break
+        for digest, size, read_at in batch:
+            if excess <= 0:
+                break
+            for table in TABLES:
+                await session.exec(
+                    update(table)
+                    .where(
+                        col(table.digest) == digest,
+                        col(table.status) == CacheStatus.DEFAULT,
+                        without_twin(table, CacheStatus.PENDING_DESTRUCTION),
+                    )
+                    .values(status=CacheStatus.PENDING_DESTRUCTION, updated_at=utcnow())
+                )
+            excess -= size
+            evicted += 1
+            after = (read_at, digest)
     return evicted
 
 
