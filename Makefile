@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 
 UV ?= uv
-APT_PACKAGES := docker-registry skopeo podman containerd chromium redis-server postgresql
+APT_PACKAGES := docker-registry skopeo podman containerd chromium redis-server postgresql curl
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -11,7 +11,7 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## Install what the tests need (uv; Debian docker-registry, skopeo, podman, containerd, chromium, redis, postgresql)
+tools: ## Install what the tests need (uv; Debian docker-registry, skopeo, podman, containerd, chromium, redis, postgresql, curl)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -3,7 +3,8 @@ allows may cause a 5xx, and the management API's answers must match what it docu
 
 Each operation gets examples with generated path parameters (mostly unknown ids: the 404
 paths) and examples anchored to real resources made for it (a group with a member, a deploy
-token, a group access token, a runner, a CI job), so bodies and queries are fuzzed where the handlers do work.
+token, a group access token, a runner, a CI job), so bodies and queries are fuzzed where the
+handlers do work.
 Bounded and deterministic: a few derandomized examples per operation, no example database.
 """
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -21,24 +20,20 @@ import yaml
 
 from tests.conftest import GROUP, Images, start_dproxy
 from tests.support import UpstreamRegistry
+from tests.support.docs import DOCS, examples
 from tests.support.dproxy import DPROXY, DproxyServer
 from tests.support.skopeo import SKOPEO_BIN, copy_to_dir, dir_manifest
 
 pytestmark = pytest.mark.e2e
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
+DOC = DOCS / "ci.md"
 DOC_SERVER = "dproxy.example.com:443"
 SUBGROUP = f"{GROUP}/team"
 CAROL = ("carol", "carol-password")  # Guest of the subgroup only
 
 
 def example(name: str) -> str:
-    """The fenced block right after `<!-- test: NAME -->`."""
-    found = re.search(
-        rf"<!-- test: {re.escape(name)} -->\n```\w*\n(.*?)\n```", DOC.read_text(), re.DOTALL
-    )
-    assert found, f"docs/ci.md has no example {name!r}"
-    return found.group(1)
+    return examples(DOC)[name]
 
 
 @pytest.fixture(scope="module")
