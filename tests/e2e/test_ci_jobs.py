@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 from tests.conftest import GROUP, Images, start_dproxy
 from tests.support import UpstreamRegistry
 from tests.support.dproxy import DproxyServer
+from tests.support.podman import private_podman
 from tests.support.skopeo import copy_to_dir, dir_manifest
 
 pytestmark = pytest.mark.e2e
@@ -145,6 +147,22 @@ def test_a_runner_job_pulls_with_the_predefined_variables_alone(
             manifest, headers={"Authorization": f"Bearer {bearer}"}, timeout=10
         ).status_code
     assert status == 401
+
+
+def test_podman_pulls_a_job_image_with_the_job_auth_config(
+    server: DproxyServer, runner_token: str, images: Images, tmp_path: Path
+) -> None:
+    """podman, as a runner's shell executor would use it: `--authfile` holding the job's
+    DOCKER_AUTH_CONFIG, the image named by the prefix variable."""
+    variables = start_job(server, runner_token, GROUP, "alice")["variables"]
+    auth = tmp_path / "auth.json"
+    auth.write_text(variables["DOCKER_AUTH_CONFIG"])
+    image = f"{variables['CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX']}/alpine:latest"
+    with private_podman(tmp_path / "podman") as podman:
+        env = dict(os.environ)
+        podman("pull", "--tls-verify=false", "--authfile", str(auth), image, env=env)
+        (listed,) = json.loads(podman("images", "--format", "json", env=env))
+        assert listed["Digest"] == images.oci.digest
 
 
 def test_a_subgroup_member_pulls_through_the_direct_prefix_only(

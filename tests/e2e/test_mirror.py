@@ -18,10 +18,8 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sysconfig
-import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from tests.support import UpstreamRegistry
 from tests.support.containerd import Containerd
 from tests.support.docs import DOCS, examples, parse_curl, send_curl, shell_words, substitute
 from tests.support.dproxy import DproxyServer
+from tests.support.podman import Podman, private_podman
 from tests.support.skopeo import dir_manifest, run_skopeo
 from tests.support.upstream import free_port
 
@@ -232,39 +231,10 @@ def test_node_configs_agree_with_the_tested_examples(doc: dict[str, str]) -> Non
 # -- registries.conf: skopeo and podman -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Podman:
-    """podman as root on private storage (vfs: no overlay mounts to clean up); pull only."""
-
-    root: Path  # storage, and the working directory
-    run: Path  # podman refuses a runroot longer than 50 characters: a short one of its own
-
-    def __call__(self, *args: str, env: dict[str, str], timeout: float = 120.0) -> str:
-        result = subprocess.run(
-            [
-                "podman",
-                *("--root", str(self.root / "storage"), "--runroot", str(self.run / "run")),
-                *("--tmpdir", str(self.run / "tmp"), "--storage-driver", "vfs"),
-                *("--events-backend", "file", "--cgroup-manager", "cgroupfs"),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            cwd=self.root,
-            check=False,
-        )
-        assert result.returncode == 0, f"podman {' '.join(args)} failed:\n{result.stderr}"
-        return result.stdout
-
-
 @pytest.fixture
 def podman(tmp_path: Path) -> Iterator[Podman]:
-    run = Path(tempfile.mkdtemp(prefix="dproxy-pm-"))
-    (tmp_path / "podman").mkdir()
-    yield Podman(tmp_path / "podman", run)
-    shutil.rmtree(run, ignore_errors=True)
+    with private_podman(tmp_path / "podman") as client:
+        yield client
 
 
 def registries_conf(mirror: Mirror, doc: dict[str, str], path: Path) -> Path:
