@@ -538,6 +538,10 @@ def test_internal_urls_point_at_the_right_service(overlay: str) -> None:
         ), f"{var} does not reach dproxy-{component}"
 
 
+# The web pages' URL prefixes (GitLab's), served by the auth service.
+WEB_PATHS = ("/", "/users", "/groups", "/admin", "/-/user_settings", "/-/web")
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ingress_routes(overlay: str) -> None:
     objs = render(overlay)
@@ -547,7 +551,8 @@ def test_ingress_routes(overlay: str) -> None:
     routes = {}
     for rule in ingress["spec"]["rules"]:
         for path in rule["http"]["paths"]:
-            assert path["pathType"] == "Prefix"
+            # Only the home page is exact: a prefix `/` would expose every auth route.
+            assert path["pathType"] == ("Exact" if path["path"] == "/" else "Prefix")
             backend = path["backend"]["service"]
             service = services[backend["name"]]
             port_names = {p.get("name") for p in service["spec"]["ports"]}
@@ -560,8 +565,7 @@ def test_ingress_routes(overlay: str) -> None:
             routes[path["path"]] = reached
     assert routes == {
         "/v2": ["dproxy-registry"],
-        "/jwt": ["dproxy-auth"],
-        "/api": ["dproxy-auth"],
+        **{path: ["dproxy-auth"] for path in ("/jwt", "/api", *WEB_PATHS)},
     }
 
 
@@ -1817,9 +1821,13 @@ def test_compose_edge_routes_like_the_ingress() -> None:
     upstreams = dict(re.findall(r"set \$(\w+) http://([\w.-]+:\d+);", conf))
     routes = {
         path: upstreams[var]
-        for path, var in re.findall(r"location (/\w+) \{\s*proxy_pass \$(\w+);", conf)
+        for path, var in re.findall(r"location (?:= )?(/[\w/-]*) \{\s*proxy_pass \$(\w+);", conf)
     }
-    assert routes == {"/v2": "registry:5000", "/jwt": "auth:5000", "/api": "auth:5000"}
+    assert routes == {
+        "/v2": "registry:5000",
+        **dict.fromkeys(("/jwt", "/api", *WEB_PATHS), "auth:5000"),
+    }
+    assert "location = / {" in conf, "a prefix / would expose every auth route"
 
 
 def test_compose_jwt_key_file_is_a_p256_private_key() -> None:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from dproxy_auth import errors as auth_errors
+from dproxy_auth import web as auth_web
 from dproxy_auth.passwords import PasswordVerifier
 from dproxy_auth.routes import api as auth_api
 from dproxy_auth.routes import jwt as auth_jwt
@@ -66,6 +67,12 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
                 signing_key = SigningKey.load_or_create(_key_file(settings))
                 app.state.signing_key = signing_key
                 app.state.password_verifier = PasswordVerifier()
+                # Signed with a key derived from the JWT key, which every auth replica shares.
+                app.state.web_sessions = auth_web.SessionCodec(
+                    signing_key.derive_secret("web-session"),
+                    secure=settings.external_url.startswith("https://"),
+                    cache=runtime.coordination.cache,
+                )
                 bootstrap = asyncio.create_task(_bootstrap(runtime))
                 stack.push_async_callback(_cancel, bootstrap)
             app.state.verifier = (
@@ -124,6 +131,7 @@ def create_app(settings: Settings, services: frozenset[ServiceName] = ALL_SERVIC
     if "auth" in services:
         app.include_router(auth_jwt.router)
         app.include_router(auth_api.router)
+        app.include_router(auth_web.router)
     if "registry" in services:
         app.include_router(registry_routes.router)
     if "fetcher" in services and split:

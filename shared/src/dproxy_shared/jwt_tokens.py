@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -98,6 +99,13 @@ class SigningKey:
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.public_jwk]}
+
+    def derive_secret(self, purpose: str) -> bytes:
+        """A symmetric key for `purpose` (e.g. signing web session cookies), derived from the
+        private key: every auth replica already shares this key, so whatever one signs with
+        the derived secret the others accept, and no second secret needs distributing."""
+        private = self._key.private_numbers().private_value.to_bytes(32, "big")
+        return hmac.new(private, f"dproxy:{purpose}".encode(), hashlib.sha256).digest()
 
 
 def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, tuple_, union_all, update
 from sqlalchemy.orm import aliased
@@ -306,3 +306,35 @@ async def referenced(session: AsyncSession, digest: str) -> bool:
         if result.first() is not None:
             return True
     return False
+
+
+# -- ordered listings (web pages) ------------------------------------------------------------
+
+ManifestOrder = Literal["name", "size", "last_pulled", "created"]
+MANIFEST_ORDERS: tuple[ManifestOrder, ...] = ("name", "size", "last_pulled", "created")
+
+
+async def list_manifests_ordered(
+    session: AsyncSession,
+    group_id: int,
+    window: Window,
+    *,
+    order: ManifestOrder,
+    descending: bool,
+) -> tuple[list[DependencyProxyManifest], int]:
+    """A group's cached manifests sorted by a column the user picked; the id breaks ties, so
+    paging through rows that share a value never shows a row twice or skips one."""
+    table = DependencyProxyManifest
+    columns: dict[ManifestOrder, tuple[Any, ...]] = {
+        "name": (col(table.image_name), col(table.file_name)),
+        "size": (col(table.size),),
+        "last_pulled": (col(table.read_at),),
+        "created": (col(table.created_at),),
+    }
+    keys = [*columns[order], col(table.id)]
+    query = (
+        select(table)
+        .where(table.group_id == group_id)
+        .order_by(*(key.desc() if descending else key.asc() for key in keys))
+    )
+    return await page(session, query, window)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from dproxy_auth import group_proxy
 from dproxy_auth.deps import RuntimeDep, SessionDep
 from dproxy_auth.errors import ApiError
 from dproxy_auth.routes.api._routing import errors_described, resource_router
 from dproxy_auth.routes.api.lookups import OwnedGroup, ReadableGroup
 from dproxy_auth.routes.api.schemas import Accepted
-from dproxy_shared.crypto import SecretBox
-from dproxy_shared.repositories import cache, groups
+from dproxy_shared.repositories import groups
 
 router = resource_router("dependency proxy")
 
@@ -55,10 +55,15 @@ async def put_settings(
     assert group.id is not None
     credentials = {"identity", "secret"} & body.model_fields_set
     if credentials:
-        if credentials != {"identity", "secret"} or bool(body.identity) != bool(body.secret):
-            raise ApiError(400, "identity and secret are set (or cleared) together")
-        secret = SecretBox(runtime.settings).encrypt(body.secret) if body.secret else None
-        await groups.set_upstream_credentials(session, group.id, body.identity or None, secret)
+        if credentials != {"identity", "secret"}:
+            raise ApiError(400, group_proxy.CREDENTIALS_TOGETHER)
+        await group_proxy.set_upstream_credentials(
+            session,
+            settings=runtime.settings,
+            group=group,
+            identity=body.identity,
+            secret=body.secret,
+        )
     if body.enabled is not None:
         await groups.set_proxy_enabled(session, group.id, body.enabled)
     return await _settings(session, group.id)
@@ -72,8 +77,5 @@ async def put_settings(
 )
 async def purge(group: OwnedGroup, session: SessionDep) -> Accepted:
     """Marks every cached manifest and blob of the group for destruction (GitLab: 202)."""
-    assert group.id is not None
-    if await cache.purge_in_progress(session, group.id):
-        raise ApiError(409, "409 Conflict: a purge of this group's cache is already running")
-    await cache.mark_group_for_destruction(session, group.id)
+    await group_proxy.purge_cache(session, group=group)
     return Accepted()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from dproxy_auth import group_proxy
 from dproxy_auth.deps import RuntimeDep, SessionDep
 from dproxy_auth.routes.api._routing import resource_router
 from dproxy_auth.routes.api.lookups import OwnedGroup, ReadableGroup
@@ -115,9 +115,8 @@ def _status(value: int) -> Status:
 async def overview(group: ReadableGroup, session: SessionDep, runtime: RuntimeDep) -> ProxyOverview:
     assert group.id is not None
     stats = await lifecycle.stats(session, group.id)
-    host = urlsplit(runtime.settings.external_url).netloc
     return ProxyOverview(
-        image_prefix=f"{host}/{group.full_path}/dependency_proxy/containers",
+        image_prefix=group_proxy.image_prefix(runtime.settings.external_url, group),
         image_count=stats.image_count,
         blob_count=stats.blob_count,
         total_size_bytes=stats.total_size_bytes,
