@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, timedelta
 from typing import get_args
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from dproxy_auth import ci, service
 from dproxy_shared.db import migrate
-from dproxy_shared.models import AccessLevel
+from dproxy_shared.models import AccessLevel, Group, User
 from dproxy_shared.repositories import groups, tokens, users
 from dproxy_shared.runtime import Runtime
 from dproxy_shared.settings import ServiceName, Settings
@@ -199,14 +201,19 @@ async def _revoke_token(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0
 
 
+async def _group_and_user(
+    session: AsyncSession, group_path: str, username: str
+) -> tuple[Group, User]:
+    group = await groups.get_by_full_path(session, group_path)
+    user = await users.get_by_username(session, username)
+    if group is None or user is None:
+        raise LookupError(f"no group {group_path!r}" if group is None else f"no user {username!r}")
+    return group, user
+
+
 async def _ci_env(args: argparse.Namespace, runtime: Runtime) -> int:
     async with runtime.session() as session:
-        group = await groups.get_by_full_path(session, args.group)
-        user = await users.get_by_username(session, args.user)
-        if group is None or user is None:
-            raise LookupError(
-                f"no group {args.group!r}" if group is None else f"no user {args.user!r}"
-            )
+        group, user = await _group_and_user(session, args.group, args.user)
         job, secret = await service.start_ci_job(
             session, group=group, user=user, timeout=timedelta(seconds=args.timeout)
         )
@@ -269,12 +276,7 @@ async def _list_groups(_args: argparse.Namespace, runtime: Runtime) -> int:
 
 async def _add_member(args: argparse.Namespace, runtime: Runtime) -> int:
     async with runtime.session() as session:
-        group = await groups.get_by_full_path(session, args.group)
-        user = await users.get_by_username(session, args.user)
-        if group is None or user is None:
-            raise LookupError(
-                f"no group {args.group!r}" if group is None else f"no user {args.user!r}"
-            )
+        group, user = await _group_and_user(session, args.group, args.user)
         await service.add_member(session, group=group, user=user, access_level=args.access_level)
     return 0
 

@@ -78,6 +78,17 @@ def start_job(dproxy: DproxyServer, runner: str, group: str, user: str) -> dict[
     return job
 
 
+def job_login_status(dproxy: DproxyServer, token: str) -> int:
+    """How `/jwt/auth` answers a job token's login."""
+    login = httpx.get(
+        dproxy.token_url,
+        params={"service": "dependency_proxy"},
+        auth=("gitlab-ci-token", token),
+        timeout=10,
+    )
+    return login.status_code
+
+
 def pull_as_runner(
     variables: dict[str, str], image: str, workdir: Path, *, check: bool = True
 ) -> bool:
@@ -131,13 +142,7 @@ def test_a_runner_job_pulls_with_the_predefined_variables_alone(
     state = call(server, "GET", f"/ci/jobs/{job['id']}", runner_token).json()
     assert state["status"] == "finished" and state["finished_at"]
     assert not pull_as_runner(variables, f"{prefix}/alpine", tmp_path / "after", check=False)
-    login = httpx.get(
-        server.token_url,
-        params={"service": "dependency_proxy"},
-        auth=("gitlab-ci-token", job["token"]),
-        timeout=10,
-    )
-    assert login.status_code == 401
+    assert job_login_status(server, job["token"]) == 401
     manifest = f"{server.url}/v2/grp/dependency_proxy/containers/alpine/manifests/latest"
     deadline = time.monotonic() + 10
     status = 200
@@ -256,10 +261,4 @@ def test_deleting_a_runner_ends_its_jobs(server: DproxyServer, tmp_path: Path) -
     deleted = call(server, "DELETE", f"/runners/{created['id']}", server.root_token)
     assert deleted.status_code == 204
     assert call(server, "POST", "/ci/jobs", created["token"], json={}).status_code == 401
-    login = httpx.get(
-        server.token_url,
-        params={"service": "dependency_proxy"},
-        auth=("gitlab-ci-token", job["token"]),
-        timeout=10,
-    )
-    assert login.status_code == 401
+    assert job_login_status(server, job["token"]) == 401
