@@ -37,7 +37,7 @@ from tests.support.containerd import Containerd
 from tests.support.docs import DOCS, examples, parse_curl, send_curl, shell_words, substitute
 from tests.support.dproxy import DproxyServer
 from tests.support.podman import Podman, private_podman
-from tests.support.skopeo import dir_manifest, run_skopeo
+from tests.support.skopeo import copy_to_dir, dir_manifest, run_skopeo
 from tests.support.upstream import free_port
 
 pytestmark = pytest.mark.e2e
@@ -377,17 +377,6 @@ def test_image_pull_secret_with_the_full_image_name(
     # The kubelet hands the runtime the secret's entry for the image's registry; skopeo reads
     # the very same Docker config.json.
     dest = tmp_path / "alpine"
-    result = run_skopeo(
-        [
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--src-authfile",
-            str(auth),
-            f"docker://{container['image']}",
-            f"dir:{dest}",
-        ]
-    )
-    assert result.ok, result.stderr
+    copy_to_dir(container["image"], dest, authfile=auth)
     assert dir_manifest(dest) == images.oci.manifest
     assert_served(mirror, images, repository="alpine")

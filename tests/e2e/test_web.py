@@ -63,8 +63,8 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # which asyncio tests of other modules (pytest-asyncio) cannot share.
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (make tools installs Debian's chromium)")
+    # A missing browser is a failure, not a skip: `make tools` installs Debian's chromium.
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make tools`"
     with sync_playwright() as driver:
         yield driver
 

@@ -12,7 +12,7 @@ from http.cookies import SimpleCookie
 import httpx
 import pytest
 
-from tests.conftest import GROUP, USER, DproxyFactory, start_dproxy
+from tests.conftest import GROUP, USER, start_dproxy
 from tests.support import UpstreamRegistry
 from tests.support.dproxy import DproxyServer
 
@@ -24,14 +24,8 @@ TOKEN_FIELD = re.compile(r'name="authenticity_token" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory,
-    upstream: UpstreamRegistry,
-    dproxy_factory: DproxyFactory,
-) -> Iterator[DproxyServer]:
-    server = dproxy_factory(tmp_path_factory.mktemp("web-security"), upstream.url)
-    yield server
-    server.stop()
+def proxy(module_dproxy: DproxyServer) -> DproxyServer:
+    return module_dproxy
 
 
 def _base(proxy: DproxyServer) -> str:
